@@ -1,0 +1,29 @@
+"""What every job in `jobs/` shares: logging setup and turning expected errors into a message and exit status."""
+
+import logging
+import sys
+from collections.abc import Callable
+
+from braintumor.data.io import SliceReadError
+from braintumor.models.io import ModelLoadError
+
+logger = logging.getLogger("braintumor")
+
+# Errors a user can fix (a wrong path, a bad CSV, a missing step): shown as one line, exit status 2.
+USER_ERRORS = (FileNotFoundError, ValueError, SliceReadError, ModelLoadError)
+
+
+def run_job(main: Callable[[], int | None]) -> None:
+    """Run a job's main function and exit with its status; user errors become one logged line."""
+    from braintumor.runtime import setup_logging
+
+    setup_logging()
+    try:
+        status = main() or 0
+    except USER_ERRORS as error:
+        logger.error("%s", error)
+        status = 2
+    except KeyboardInterrupt:
+        logger.error("interrupted; rerun the same command to continue where it stopped")
+        status = 130
+    sys.exit(status)

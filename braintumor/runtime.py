@@ -1,0 +1,60 @@
+"""Start or join Ray with the settings every braintumor job needs.
+
+Two settings matter on a single machine (both measured with Ray 2.60 and TensorFlow 2.21):
+- Each process must use tf-keras, set through TF_USE_LEGACY_KERAS before TensorFlow is imported.
+  The package's `__init__` sets it in the driver; `runtime_env` sets it in every Ray worker.
+- A local Ray instance otherwise advertises the machine's network address, and TensorFlow's
+  collective ops connect to it. With RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 set before Ray starts,
+  the node, its workers and TF_CONFIG stay on 127.0.0.1. It is set only for a local instance:
+  a real cluster needs its nodes' addresses.
+"""
+
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+WORKER_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to the Ray cluster at `address` (or $RAY_ADDRESS), or start a local one on 127.0.0.1.
+
+    Does nothing if Ray is already initialised in this process.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": dict(WORKER_ENV)}
+    if address:
+        logger.info("connecting to the Ray cluster at %s", address)
+        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
+        return
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray.init(
+        num_cpus=num_cpus,
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        runtime_env=runtime_env,
+        logging_level=logging.WARNING,
+        configure_logging=True,
+    )
+    logger.info("started a local Ray instance on 127.0.0.1 with %s CPUs", ray.cluster_resources().get("CPU"))
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log braintumor's job stages to stderr, one line each with a timestamp.
+
+    Only the `braintumor` logger is configured, so this also works inside Ray workers, whose root
+    logger Ray has already set up.
+    """
+    package_logger = logging.getLogger("braintumor")
+    package_logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not package_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        package_logger.addHandler(handler)
+        package_logger.propagate = False
