@@ -1,0 +1,1 @@
+"""Intensity normalisation (`normalization`) and the Ray Data job that writes Parquet shards (`pipeline`)."""
