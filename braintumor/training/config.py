@@ -1,0 +1,81 @@
+"""Configuration of one training run, written as `config.json` beside its results."""
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from braintumor.models.classification import CLASSIFIERS
+from braintumor.models.segmentation import SEGMENTERS
+
+TASKS = ("segment", "classify")
+DEFAULT_ARCHITECTURE = {"segment": "unet", "classify": "smallcnn"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides what a training run does.
+
+    Paths are stored as strings so the config travels to Ray workers and into JSON unchanged.
+    """
+
+    task: str = "segment"
+    architecture: str = ""
+    data: str = "outputs"  # folder written by preprocessing: holds parquet/<split>/
+    output: str = "outputs/runs"  # runs are written to <output>/<name>/
+    name: str = ""
+    epochs: int = 30
+    batch_size: int = 16  # slices per worker per step
+    learning_rate: float = 1e-3
+    early_stopping_patience: int = 6  # epochs without a better val_loss before stopping
+    lr_patience: int = 3  # epochs without a better val_loss before the learning rate is cut
+    lr_factor: float = 0.5
+    min_learning_rate: float = 1e-5
+    input_size: int = 128
+    base_filters: int = 16
+    weights: str | None = None
+    dropout: float = 0.3
+    shuffle_buffer: int = 256  # rows held by each worker's local shuffle buffer
+    seed: int = 0
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float | None = None  # None: leave one CPU of the cluster to Ray Data
+    intra_op_threads: int | None = None  # TensorFlow threads per worker; None: CPUs per worker
+    resume: str | None = None  # a checkpoint folder to continue from
+    limit_train: int | None = None  # use only the first N training slices (tests, smoke runs)
+    limit_validation: int | None = None
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got '{self.task}'")
+        if not self.architecture:
+            self.architecture = DEFAULT_ARCHITECTURE[self.task]
+        allowed = SEGMENTERS if self.task == "segment" else CLASSIFIERS
+        if self.architecture not in allowed:
+            raise ValueError(f"architecture for task '{self.task}' must be one of {allowed}, got '{self.architecture}'")
+        if not self.name:
+            self.name = f"{self.task}-{self.architecture}"
+        for name in ("epochs", "batch_size", "num_workers", "input_size", "base_filters"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output) / self.name
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        partial.replace(path)
+        return path

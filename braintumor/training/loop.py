@@ -1,0 +1,246 @@
+"""The function every Ray Train worker runs: data-parallel Keras training under MultiWorkerMirroredStrategy.
+
+Each worker reads its shard of the Parquet splits through Ray Data, builds (or restores) the model
+inside the strategy's scope, and trains with Adam, EarlyStopping and ReduceLROnPlateau on
+`val_loss`. After every epoch each worker reports its metrics to Ray Train, and rank 0 attaches a
+checkpoint folder with the model and the training state. Ray Train keeps the best checkpoint by
+`val_loss` and always the latest, so a run can continue where it stopped.
+"""
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import tensorflow as tf
+
+from braintumor.training.config import TrainConfig
+
+logger = logging.getLogger("braintumor.training")
+
+CHECKPOINT_MODEL = "model.keras"
+CHECKPOINT_STATE = "state.json"
+CHECKPOINT_CONFIG = "config.json"
+MONITOR = "val_loss"
+PROGRESS_INTERVAL_S = 60.0
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint needs besides the weights to continue a run where it stopped."""
+
+    epochs_done: int = 0
+    learning_rate: float | None = None
+    best_val_loss: float | None = None
+    best_epoch: int | None = None
+    early_stopping_wait: int = 0
+    lr_plateau_wait: int = 0
+    stopped_early: bool = False
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "TrainingState":
+        return cls(**json.loads((Path(folder) / CHECKPOINT_STATE).read_text()))
+
+
+def build_model(config: TrainConfig):
+    """Build the untrained network that `config` names."""
+    if config.task == "segment":
+        from braintumor.models.segmentation import build_segmenter
+
+        return build_segmenter(config.architecture, input_size=config.input_size, base_filters=config.base_filters)
+    from braintumor.models.classification import build_classifier
+
+    return build_classifier(
+        config.architecture,
+        input_size=config.input_size,
+        base_filters=config.base_filters,
+        weights=config.weights,
+        dropout=config.dropout,
+    )
+
+
+def compile_model(model, config: TrainConfig, learning_rate: float) -> None:
+    """Attach Adam, the task's loss and the metrics that are logged each epoch."""
+    from braintumor.models.losses import bce_dice_loss, dice
+
+    optimizer = tf.keras.optimizers.Adam(learning_rate=learning_rate)
+    if config.task == "segment":
+        model.compile(optimizer=optimizer, loss=bce_dice_loss, metrics=[dice])
+    else:
+        model.compile(
+            optimizer=optimizer,
+            loss=tf.keras.losses.BinaryCrossentropy(),
+            metrics=[tf.keras.metrics.BinaryAccuracy(name="accuracy"), tf.keras.metrics.AUC(name="auc")],
+        )
+
+
+def to_tf_dataset(shard, config: TrainConfig, training: bool):
+    """Turn a Ray Data shard into a tf.data.Dataset of (slices, targets) batches.
+
+    Targets are (B, 256, 256, 1) float32 masks for segmentation and (B, 1) float32 labels for
+    classification. Training batches are shuffled through a local buffer and the last partial batch
+    is dropped, so every worker runs the same number of steps.
+    """
+    import ray.train
+
+    # MultiWorkerMirroredStrategy treats each batch a worker's dataset yields as a global batch and
+    # splits it across all replicas, so each replica sees batch_size slices per step only if the
+    # worker's dataset yields batch_size * world_size (each worker still consumes all its rows).
+    world_size = ray.train.get_context().get_world_size()
+    target_column = "mask" if config.task == "segment" else "label"
+    dataset = shard.to_tf(
+        feature_columns="image",
+        label_columns=target_column,
+        batch_size=config.batch_size * world_size,
+        drop_last=training,
+        local_shuffle_buffer_size=config.shuffle_buffer if training else None,
+        prefetch_batches=2,
+    )
+    if config.task == "segment":
+        return dataset.map(lambda x, y: (x, tf.cast(y, tf.float32)))
+    return dataset.map(lambda x, y: (x, tf.reshape(tf.cast(y, tf.float32), (-1, 1))))
+
+
+def train_loop_per_worker(config_values: dict) -> None:
+    """Train one worker's replica; the Ray Train entry point."""
+    import ray.train
+
+    from braintumor.runtime import setup_logging
+
+    setup_logging()
+    config = TrainConfig.from_dict(config_values)
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    if config.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(config.intra_op_threads)
+    tf.keras.utils.set_random_seed(config.seed)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+
+    train_data = to_tf_dataset(ray.train.get_dataset_shard("train"), config, training=True)
+    validation_data = to_tf_dataset(ray.train.get_dataset_shard("validation"), config, training=False)
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and config.resume:
+        checkpoint = ray.train.Checkpoint.from_directory(config.resume)
+    with strategy.scope():
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                # NOTE: compile=False restores the weights but not Adam's moment estimates, which
+                # start again from zero after a resume.
+                model = tf.keras.models.load_model(str(Path(folder) / CHECKPOINT_MODEL), compile=False)
+                state = TrainingState.load(folder)
+            if rank == 0:
+                logger.info("resuming from a checkpoint after epoch %d", state.epochs_done)
+        else:
+            model = build_model(config)
+            state = TrainingState()
+        compile_model(model, config, state.learning_rate or config.learning_rate)
+
+    if state.stopped_early or state.epochs_done >= config.epochs:
+        if rank == 0:
+            logger.info("nothing left to train: the checkpoint already finished after epoch %d", state.epochs_done)
+        return
+
+    early_stopping = tf.keras.callbacks.EarlyStopping(monitor=MONITOR, patience=config.early_stopping_patience)
+    reduce_lr = tf.keras.callbacks.ReduceLROnPlateau(
+        monitor=MONITOR, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_learning_rate
+    )
+    callbacks = [
+        early_stopping,
+        reduce_lr,
+        _RestoreWaits(early_stopping, reduce_lr, state),
+        _ReportEpoch(config, state, early_stopping, reduce_lr, rank),
+    ]
+    model.fit(
+        train_data,
+        validation_data=validation_data,
+        epochs=config.epochs,
+        initial_epoch=state.epochs_done,
+        callbacks=callbacks,
+        verbose=0,
+    )
+
+
+def _learning_rate(model) -> float:
+    return float(tf.keras.backend.get_value(model.optimizer.learning_rate))
+
+
+class _RestoreWaits(tf.keras.callbacks.Callback):
+    """Put back the patience counters of a resumed run; Keras resets them in on_train_begin."""
+
+    def __init__(self, early_stopping, reduce_lr, state: TrainingState):
+        super().__init__()
+        self.early_stopping, self.reduce_lr, self.state = early_stopping, reduce_lr, state
+
+    def on_train_begin(self, logs=None):
+        if self.state.best_val_loss is None:
+            return
+        for callback, wait in ((self.early_stopping, self.state.early_stopping_wait), (self.reduce_lr, self.state.lr_plateau_wait)):
+            callback.best = self.state.best_val_loss
+            callback.wait = wait
+
+
+class _ReportEpoch(tf.keras.callbacks.Callback):
+    """Log one line per epoch on rank 0 and report metrics, with a checkpoint from rank 0, to Ray Train."""
+
+    def __init__(self, config: TrainConfig, state: TrainingState, early_stopping, reduce_lr, rank: int):
+        super().__init__()
+        self.config, self.state, self.rank = config, state, rank
+        self.early_stopping, self.reduce_lr = early_stopping, reduce_lr
+        self.epoch_started = self.last_progress = time.perf_counter()
+        self.steps = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = self.last_progress = time.perf_counter()
+        self.steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        now = time.perf_counter()
+        if self.rank == 0 and now - self.last_progress > PROGRESS_INTERVAL_S:
+            self.last_progress = now
+            logger.info(
+                "epoch %d: step %d, loss %.4f, %.1f s so far",
+                self.state.epochs_done + 1, self.steps, float(logs.get("loss", float("nan"))), now - self.epoch_started,
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        import ray.train
+
+        seconds = time.perf_counter() - self.epoch_started
+        metrics = {key: float(value) for key, value in (logs or {}).items() if key != "lr"}
+        metrics["learning_rate"] = _learning_rate(self.model)
+        metrics["seconds"] = seconds
+        metrics["epoch"] = epoch + 1
+
+        state = self.state
+        state.epochs_done = epoch + 1
+        state.learning_rate = metrics["learning_rate"]
+        for key, value in metrics.items():
+            if key != "epoch":
+                state.history.setdefault(key, []).append(value)
+        if state.best_val_loss is None or metrics[MONITOR] < state.best_val_loss:
+            state.best_val_loss, state.best_epoch = metrics[MONITOR], epoch + 1
+        state.early_stopping_wait = int(self.early_stopping.wait)
+        state.lr_plateau_wait = int(self.reduce_lr.wait)
+        state.stopped_early = bool(self.model.stop_training)
+
+        if self.rank == 0:
+            shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items() if key not in ("epoch", "seconds", "learning_rate"))
+            logger.info(
+                "epoch %d/%d: %s, lr %.2g, %d steps, %.0f s%s",
+                epoch + 1, self.config.epochs, shown, metrics["learning_rate"], self.steps, seconds,
+                " (early stop)" if state.stopped_early else "",
+            )
+
+        with tempfile.TemporaryDirectory(prefix="braintumor-checkpoint-") as folder:
+            # Every worker saves, so any collective work inside save() runs on all of them;
+            # only rank 0's copy becomes the checkpoint.
+            self.model.save(str(Path(folder) / CHECKPOINT_MODEL))
+            (Path(folder) / CHECKPOINT_STATE).write_text(json.dumps(asdict(state), indent=2))
+            (Path(folder) / CHECKPOINT_CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2))
+            checkpoint = ray.train.Checkpoint.from_directory(folder) if self.rank == 0 else None
+            ray.train.report(metrics, checkpoint=checkpoint)

@@ -1,0 +1,158 @@
+"""Driver side of training: set up Ray Train, run it, and keep the best model of the run.
+
+A run writes to `<output>/<name>/`:
+
+    config.json            the resolved configuration
+    split.json             the patient split the data was made with
+    checkpoints/           Ray Train's checkpoints (best by val_loss, and the latest)
+    model/                 the best epoch's model: model.keras and model_info.json
+    history.json           per-epoch metrics of the whole run
+    evaluation/            metrics.json and plots on the test patients (see braintumor.evaluation)
+
+Running the same command again continues from the latest checkpoint of that run name.
+"""
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from braintumor import __version__
+from braintumor.models.io import ModelInfo, save_model
+from braintumor.preprocessing.normalization import NORMALIZATION
+from braintumor.preprocessing.pipeline import parquet_dir
+from braintumor.training.config import TrainConfig
+from braintumor.training.loop import CHECKPOINT_MODEL, MONITOR, TrainingState, train_loop_per_worker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingResult:
+    """Where a finished run put its model and what its best epoch scored."""
+
+    run_dir: Path
+    model_dir: Path
+    best_epoch: int
+    best_metrics: dict
+    epochs_done: int
+    seconds: float
+
+
+def train(config: TrainConfig) -> TrainingResult:
+    """Train the model `config` describes with Ray Train's TensorflowTrainer and save its best epoch.
+
+    Raises:
+        FileNotFoundError: the preprocessed Parquet splits are missing.
+        RuntimeError: training failed on the workers (the message carries their error).
+    """
+    import ray
+    import ray.data
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    from braintumor.runtime import WORKER_ENV, init_ray
+
+    started = time.perf_counter()
+    run_dir = config.run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir / "config.json")
+    split_file = Path(config.data) / "split.json"
+    if split_file.is_file():
+        shutil.copyfile(split_file, run_dir / "split.json")
+
+    init_ray()
+    datasets = {}
+    for split in ("train", "validation"):
+        folder = parquet_dir(config.data, split)
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder}: preprocessed {split} split not found; run jobs/preprocess.py --output {config.data} first"
+            )
+        datasets[split] = ray.data.read_parquet(str(folder.resolve()))
+    datasets["train"] = datasets["train"].randomize_block_order(seed=None)
+    if config.limit_train:
+        datasets["train"] = datasets["train"].limit(config.limit_train)
+    if config.limit_validation:
+        datasets["validation"] = datasets["validation"].limit(config.limit_validation)
+
+    cpus_per_worker = config.cpus_per_worker or _default_cpus_per_worker(config)
+    if not config.intra_op_threads:
+        config.intra_op_threads = max(1, int(cpus_per_worker))
+    resources = {"CPU": cpus_per_worker}
+    if config.use_gpu:
+        resources["GPU"] = 1
+    logger.info(
+        "training %s (%s) on %d worker(s) with %s each; run folder %s",
+        config.task, config.architecture, config.num_workers, resources, run_dir,
+    )
+
+    trainer = TensorflowTrainer(
+        train_loop_per_worker,
+        train_loop_config=config.to_dict(),
+        scaling_config=ScalingConfig(
+            num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name="checkpoints",
+            storage_path=str(run_dir),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=MONITOR, checkpoint_score_order="min"
+            ),
+            failure_config=FailureConfig(max_failures=2),
+            worker_runtime_env={"env_vars": dict(WORKER_ENV)},
+        ),
+        datasets=datasets,
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise RuntimeError(f"training failed: {result.error}") from result.error
+
+    best_checkpoint, best_metrics = min(result.best_checkpoints, key=lambda pair: pair[1][MONITOR])
+    with result.checkpoint.as_directory() as latest:
+        state = TrainingState.load(latest)
+    (run_dir / "history.json").write_text(json.dumps(state.history, indent=2) + "\n")
+
+    model_dir = run_dir / "model"
+    with best_checkpoint.as_directory() as folder:
+        import tensorflow as tf
+
+        model = tf.keras.models.load_model(str(Path(folder) / CHECKPOINT_MODEL), compile=False)
+    info = ModelInfo(
+        task=config.task,
+        architecture=config.architecture,
+        normalization=NORMALIZATION,
+        input_size=config.input_size,
+        version=f"braintumor-{__version__}/{config.name}/epoch-{int(best_metrics['epoch'])}",
+        extra={"best_epoch": int(best_metrics["epoch"]), "val_loss": float(best_metrics[MONITOR])},
+    )
+    save_model(model, info, model_dir)
+    seconds = time.perf_counter() - started
+    logger.info(
+        "training finished in %.0f s after %d epochs; best epoch %d (val_loss %.4f) saved to %s",
+        seconds, state.epochs_done, int(best_metrics["epoch"]), best_metrics[MONITOR], model_dir,
+    )
+    return TrainingResult(
+        run_dir=run_dir,
+        model_dir=model_dir,
+        best_epoch=int(best_metrics["epoch"]),
+        best_metrics={key: float(value) for key, value in best_metrics.items() if isinstance(value, (int, float))},
+        epochs_done=state.epochs_done,
+        seconds=seconds,
+    )
+
+
+def _default_cpus_per_worker(config: TrainConfig) -> float:
+    """Leave one CPU of the cluster to Ray Data; on two cores that is half a CPU per worker.
+
+    A worker holding a whole CPU on a two-core machine starves the Ray Data tasks that feed it,
+    and the run waits forever without an error.
+    """
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 1.0)
+    if config.use_gpu:
+        return max(1.0, (total - 1) / config.num_workers)
+    return max(0.25, (total - 1) / config.num_workers)
