@@ -1,0 +1,175 @@
+"""Evaluate a saved model on one split of the preprocessed data and write the report.
+
+Writes into `output`:
+
+    metrics.json        the metrics, the model's facts and the split's patients
+    predictions.csv     one row per slice: patient, slice, label, probability (and areas for a segmenter)
+    per_patient.csv     per patient volume: Dice, IoU, true and predicted tumour area (segmenter)
+    *.png               curves, confusion matrix, ROC/PR, overlays, per-patient Dice
+"""
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from braintumor.data.io import read_slice
+from braintumor.evaluation import metrics, plots
+from braintumor.models.io import load_model
+from braintumor.preprocessing.pipeline import parquet_dir
+
+logger = logging.getLogger(__name__)
+
+PREDICT_BATCH = 32
+OVERLAY_TILES = 12
+
+
+def evaluate(
+    model_dir: str | Path,
+    data: str | Path,
+    output: str | Path,
+    split: str = "test",
+    history: dict[str, list[float]] | None = None,
+) -> dict:
+    """Predict every slice of `split` with the model in `model_dir` and write metrics and plots.
+
+    Args:
+        model_dir: a folder written by `braintumor.models.io.save_model`.
+        data: the preprocessing output folder (holds parquet/<split>/ and split.json).
+        output: folder for the report.
+        split: "test" for the honest figures; "validation" to tune post-processing.
+        history: per-epoch training metrics, plotted as training curves if given.
+
+    Returns:
+        The metrics written to metrics.json.
+
+    Raises:
+        FileNotFoundError: the split's Parquet folder does not exist.
+    """
+    started = time.perf_counter()
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    model, info = load_model(model_dir)
+    rows, probabilities, true_masks = _predict_split(model, info.task, data, split)
+    threshold = info.threshold
+
+    report = {
+        "model": {"task": info.task, "architecture": info.architecture, "version": info.version,
+                  "normalization": info.normalization, "threshold": threshold},
+        "split": split,
+        "n_patients": int(rows["patient_id"].nunique()),
+        "patients": sorted(rows["patient_id"].unique().tolist()),
+        "n_slices": len(rows),
+    }
+    if info.task == "segment":
+        report["segmentation"] = _segmentation_report(rows, probabilities, true_masks, threshold, output)
+    else:
+        rows["probability"] = probabilities
+        report["classification"] = metrics.classification_summary(rows["label"], rows["probability"], threshold)
+        plots.plot_confusion_matrix(report["classification"]["confusion_matrix"], output / "confusion_matrix.png")
+        if rows["label"].nunique() == 2:
+            plots.plot_roc_pr(rows["label"], rows["probability"], output / "roc_pr.png")
+    if history:
+        plots.plot_training_curves(history, output / "training_curves.png", title=f"{info.architecture} training")
+
+    rows.drop(columns=["image_path"]).to_csv(output / "predictions.csv", index=False)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    _write_json(report, output / "metrics.json")
+    logger.info("evaluation on %d %s slices of %d patients: %s", len(rows), split, report["n_patients"], _headline(report))
+    return report
+
+
+def _predict_split(model, task: str, data, split: str):
+    import ray
+
+    from braintumor.runtime import init_ray
+
+    folder = parquet_dir(data, split)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: preprocessed {split} split not found; run jobs/preprocess.py first")
+    init_ray()
+    columns = ["patient_id", "slice_number", "image_path", "label", "image", "mask"]
+    dataset = ray.data.read_parquet(str(folder.resolve()), columns=columns)
+
+    frames, probabilities, masks = [], [], []
+    for batch in dataset.iter_batches(batch_size=PREDICT_BATCH, batch_format="numpy"):
+        predicted = model.predict_on_batch(batch["image"])
+        probabilities.append(np.asarray(predicted, dtype=np.float32))
+        masks.append(batch["mask"][..., 0].astype(bool))
+        frames.append(pd.DataFrame({key: batch[key] for key in ("patient_id", "slice_number", "image_path", "label")}))
+
+    rows = pd.concat(frames, ignore_index=True)
+    probabilities = np.concatenate(probabilities)
+    masks = np.concatenate(masks)
+    # Parquet shards come back in no fixed order; sort so reports list patients and slices in order.
+    order = np.lexsort((rows["slice_number"].to_numpy(), rows["patient_id"].to_numpy()))
+    rows = rows.iloc[order].reset_index(drop=True)
+    probabilities = probabilities[order]
+    if task == "segment":
+        probabilities = probabilities[..., 0]
+    else:
+        probabilities = probabilities.reshape(-1)
+    return rows, probabilities, masks[order]
+
+
+def _segmentation_report(rows, probabilities, true_masks, threshold, output: Path) -> dict:
+    pred_masks = probabilities >= threshold
+    patient_ids = rows["patient_id"].to_numpy()
+    summary = metrics.segmentation_summary(pred_masks, true_masks, patient_ids)
+    table = metrics.per_patient_segmentation(pred_masks, true_masks, patient_ids)
+    low, high = metrics.bootstrap_interval(table["dice"].to_numpy())
+    summary["dice_mean_95ci"] = [low, high]
+    table.to_csv(output / "per_patient.csv", index=False)
+
+    # Tumour detection from the segmenter: the slice's highest pixel probability as its score.
+    rows["true_area"] = true_masks.sum(axis=(1, 2))
+    rows["pred_area"] = pred_masks.sum(axis=(1, 2))
+    rows["probability"] = probabilities.max(axis=(1, 2))
+    summary["detection_from_mask"] = metrics.classification_summary(rows["label"], rows["probability"], threshold)
+
+    plots.plot_per_patient_dice(table, output / "per_patient_dice.png")
+    chosen = _overlay_slices(rows, true_masks, pred_masks)
+    images = np.stack([read_slice(rows.at[i, "image_path"]) for i in chosen])
+    titles = [
+        f"{rows.at[i, 'patient_id'][:12]} #{rows.at[i, 'slice_number']} "
+        f"Dice {metrics.dice_score(pred_masks[i], true_masks[i]):.2f}"
+        for i in chosen
+    ]
+    plots.plot_overlay_grid(images, true_masks[chosen], pred_masks[chosen], output / "overlays.png", titles=titles)
+    return summary
+
+
+def _overlay_slices(rows: pd.DataFrame, true_masks, pred_masks) -> list[int]:
+    """Pick slices worth looking at: each patient's largest tumour, then the largest false positives."""
+    largest = rows[rows["true_area"] > 0].sort_values("true_area", ascending=False).drop_duplicates("patient_id")
+    chosen = largest.index[: OVERLAY_TILES - 4].tolist()
+    false_positive = rows[(rows["true_area"] == 0) & (rows["pred_area"] > 0)].sort_values("pred_area", ascending=False)
+    chosen += false_positive.index[: OVERLAY_TILES - len(chosen)].tolist()
+    return chosen or rows.index[:OVERLAY_TILES].tolist()
+
+
+def _headline(report: dict) -> str:
+    if "segmentation" in report:
+        s = report["segmentation"]
+        return (
+            f"Dice per patient mean {s['dice_mean']:.3f} (95% CI {s['dice_mean_95ci'][0]:.3f}-"
+            f"{s['dice_mean_95ci'][1]:.3f}), median {s['dice_median']:.3f}"
+        )
+    c = report["classification"]
+    auc = "n/a" if c["roc_auc"] is None else f"{c['roc_auc']:.3f}"
+    return f"ROC AUC {auc}, F1 {c['f1']:.3f}, accuracy {c['accuracy']:.3f}"
+
+
+def _write_json(payload: dict, path: Path) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    partial.replace(path)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
