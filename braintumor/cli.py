@@ -1,4 +1,4 @@
-"""What every job in `jobs/` shares: logging setup and turning expected errors into a message and exit status."""
+"""Shared set-up of the jobs in `jobs/`: logging, and expected errors turned into a message and an exit status."""
 
 import logging
 import sys

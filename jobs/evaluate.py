@@ -13,7 +13,7 @@ from braintumor.paths import output_root
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="model folder written by training (holds model.keras)")
+    parser.add_argument("--model", required=True, help="model folder written by training (contains model.keras)")
     parser.add_argument("--data", help="preprocessing output folder (default: $BRAINTUMOR_OUTPUT, else outputs)")
     parser.add_argument("--split", default="test", choices=("train", "validation", "test"), help="split to evaluate on")
     parser.add_argument("--output", help="report folder (default: evaluation-<split> beside the model folder)")

@@ -1,7 +1,7 @@
 """The index of a dataset: one row per slice with its patient, image, mask and tumour flag.
 
 The index CSV has the columns `patient_id, image_path, mask_path, mask`, where `mask` is 1 when the
-slice's mask holds at least one tumour pixel. It is built from a `kaggle_3m`-style folder
+slice's mask contains at least one tumour pixel. It is built from a `kaggle_3m`-style folder
 (`<patient>/<patient>_<n>.tif` beside `<patient>_<n>_mask.tif`) or read from an existing CSV.
 """
 
@@ -65,7 +65,7 @@ def build_index(root: str | Path, workers: int = 8) -> IndexResult:
         (unreadable image or mask, missing mask, wrong size), each with its reason.
 
     Raises:
-        FileNotFoundError: if `root` is not a folder or holds no slice at all.
+        FileNotFoundError: if `root` is not a folder or contains no slice at all.
     """
     # Absolute paths keep the index CSV valid wherever it is written and read.
     root = Path(root).resolve()

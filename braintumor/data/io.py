@@ -123,7 +123,7 @@ def _decode_tiff(data: bytes, name: str | Path) -> np.ndarray:
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             if not tif.pages:
-                raise SliceReadError(name, "TIFF holds no image")
+                raise SliceReadError(name, "TIFF contains no image")
             page = tif.pages[0]
             if page.imagelength * page.imagewidth > MAX_PIXELS:
                 raise SliceReadError(

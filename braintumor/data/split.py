@@ -24,7 +24,7 @@ def split_patients(
 
     Patients are shuffled with `seed` and cut by `fractions`, rounding the validation and test counts
     to at least one patient each. The patients with tumour slices and those without are shuffled
-    and cut separately, so each split holds tumour slices whenever at least three patients do.
+    and cut separately, so each split contains tumour slices whenever at least three patients do.
 
     Args:
         index: the dataset index (columns patient_id and mask).

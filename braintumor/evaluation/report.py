@@ -38,7 +38,7 @@ def evaluate(
 
     Args:
         model_dir: a folder written by `braintumor.models.io.save_model`.
-        data: the preprocessing output folder (holds parquet/<split>/ and split.json).
+        data: the preprocessing output folder (contains parquet/<split>/ and split.json).
         output: folder for the report.
         split: "test" for the honest figures; "validation" to tune post-processing.
         history: per-epoch training metrics, plotted as training curves if given.

@@ -1,8 +1,8 @@
 """Save and load trained models with the facts a user of the model needs beside them.
 
-A saved model is a folder with `model.keras` (tf-keras format; built-in layers only, so it loads
-without braintumor) and `model_info.json` (task, architecture, normalisation, decision threshold,
-sizes and where it came from).
+A saved model is a folder with `model.keras` and `model_info.json`. The model uses built-in tf-keras
+layers only, so it loads without braintumor. The JSON file records the task, architecture,
+normalisation, decision threshold, sizes and where the model came from.
 """
 
 import json
@@ -16,7 +16,7 @@ INFO_FILE = "model_info.json"
 
 @dataclass
 class ModelInfo:
-    """What a saved model is and how to feed it."""
+    """Facts about a saved model: its task, architecture, input normalisation and threshold."""
 
     task: str
     architecture: str

@@ -37,7 +37,7 @@ ROWS_PER_BLOCK = 64
 
 @dataclass
 class PreprocessResult:
-    """What a preprocessing run wrote or found already written."""
+    """Outcome of a preprocessing run: rows per split, splits written or reused, files skipped."""
 
     output: Path
     rows: dict[str, int]

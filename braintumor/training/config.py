@@ -20,7 +20,7 @@ class TrainConfig:
 
     task: str = "segment"
     architecture: str = ""
-    data: str = "outputs"  # folder written by preprocessing: holds parquet/<split>/
+    data: str = "outputs"  # folder written by preprocessing, with parquet/<split>/
     output: str = "outputs/runs"  # runs are written to <output>/<name>/
     name: str = ""
     epochs: int = 30

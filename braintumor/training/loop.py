@@ -29,7 +29,7 @@ PROGRESS_INTERVAL_S = 60.0
 
 @dataclass
 class TrainingState:
-    """What a checkpoint needs besides the weights to continue a run where it stopped."""
+    """Training state a checkpoint stores besides the weights, so a run can continue where it stopped."""
 
     epochs_done: int = 0
     learning_rate: float | None = None
@@ -87,7 +87,7 @@ def to_tf_dataset(shard, config: TrainConfig, training: bool):
     import ray.train
 
     # MultiWorkerMirroredStrategy treats each batch a worker's dataset yields as a global batch and
-    # splits it across all replicas, so each replica sees batch_size slices per step only if the
+    # splits it across all replicas, so each replica gets batch_size slices per step only if the
     # worker's dataset yields batch_size * world_size (each worker still consumes all its rows).
     world_size = ray.train.get_context().get_world_size()
     target_column = "mask" if config.task == "segment" else "label"

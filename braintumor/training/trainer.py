@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainingResult:
-    """Where a finished run put its model and what its best epoch scored."""
+    """Locations and best-epoch metrics of a finished run."""
 
     run_dir: Path
     model_dir: Path
