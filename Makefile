@@ -1,0 +1,38 @@
+# Set-up and the main commands. Each target installs what is missing first.
+#   make train   index, preprocess and train both models on the dataset folder, then evaluate them
+#   make test    run the test suite (add PYTEST_ARGS='-m "not slow"' to skip the Ray Train runs)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+BRAINTUMOR_DATA ?= ../shared/data/lgg/kaggle_3m
+BRAINTUMOR_OUTPUT ?= outputs
+PYTEST_ARGS ?=
+export BRAINTUMOR_DATA BRAINTUMOR_OUTPUT
+
+.PHONY: install train preprocess explore test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $@
+
+preprocess: install
+	$(BIN)/python jobs/preprocess.py --data $(BRAINTUMOR_DATA) --output $(BRAINTUMOR_OUTPUT)
+
+train: preprocess
+	$(BIN)/python jobs/explore.py --data $(BRAINTUMOR_DATA) --output $(BRAINTUMOR_OUTPUT)/overview
+	$(BIN)/python jobs/train.py --task segment --data $(BRAINTUMOR_OUTPUT)
+	$(BIN)/python jobs/train.py --task classify --data $(BRAINTUMOR_OUTPUT)
+
+explore: install
+	$(BIN)/python jobs/explore.py --data $(BRAINTUMOR_DATA) --output $(BRAINTUMOR_OUTPUT)/overview
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(BRAINTUMOR_OUTPUT) .pytest_cache
