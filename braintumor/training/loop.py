@@ -2,9 +2,9 @@
 
 Each worker reads its shard of the Parquet splits through Ray Data, builds (or restores) the model
 inside the strategy's scope, and trains with Adam, EarlyStopping and ReduceLROnPlateau on
-`val_loss`. After every epoch each worker reports its metrics to Ray Train, and rank 0 attaches a
+the validation metric in `MONITORS`. After every epoch each worker reports its metrics to Ray Train, and rank 0 attaches a
 checkpoint folder with the model and the training state. Ray Train keeps the best checkpoint by
-`val_loss` and always the latest, so a run can continue where it stopped.
+that metric and always the latest, so a run can continue where it stopped.
 """
 
 import json
@@ -23,7 +23,10 @@ logger = logging.getLogger("braintumor.training")
 CHECKPOINT_MODEL = "model.keras"
 CHECKPOINT_STATE = "state.json"
 CHECKPOINT_CONFIG = "config.json"
-MONITOR = "val_loss"
+# The validation metric that picks the best epoch, drives early stopping and cuts the learning
+# rate. For segmentation it is the pooled validation Dice, not val_loss: the loss's soft-Dice term is
+# a mean over batches, and validation batches of empty slices make it noisy.
+MONITORS = {"segment": ("val_dice", "max"), "classify": ("val_loss", "min")}
 PROGRESS_INTERVAL_S = 60.0
 
 
@@ -33,7 +36,7 @@ class TrainingState:
 
     epochs_done: int = 0
     learning_rate: float | None = None
-    best_val_loss: float | None = None
+    best_score: float | None = None
     best_epoch: int | None = None
     early_stopping_wait: int = 0
     lr_plateau_wait: int = 0
@@ -64,11 +67,11 @@ def build_model(config: TrainConfig):
 
 def compile_model(model, config: TrainConfig, learning_rate: float) -> None:
     """Attach Adam, the task's loss and the metrics that are logged each epoch."""
-    from braintumor.models.losses import bce_dice_loss, dice
+    from braintumor.models.losses import PooledDice, bce_dice_loss
 
     optimizer = tf.keras.optimizers.Adam(learning_rate=learning_rate)
     if config.task == "segment":
-        model.compile(optimizer=optimizer, loss=bce_dice_loss, metrics=[dice])
+        model.compile(optimizer=optimizer, loss=bce_dice_loss, metrics=[PooledDice()])
     else:
         model.compile(
             optimizer=optimizer,
@@ -144,9 +147,16 @@ def train_loop_per_worker(config_values: dict) -> None:
             logger.info("nothing left to train: the checkpoint already finished after epoch %d", state.epochs_done)
         return
 
-    early_stopping = tf.keras.callbacks.EarlyStopping(monitor=MONITOR, patience=config.early_stopping_patience)
+    monitor, mode = MONITORS[config.task]
+    early_stopping = tf.keras.callbacks.EarlyStopping(
+        monitor=monitor, mode=mode, patience=config.early_stopping_patience
+    )
     reduce_lr = tf.keras.callbacks.ReduceLROnPlateau(
-        monitor=MONITOR, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_learning_rate
+        monitor=monitor,
+        mode=mode,
+        factor=config.lr_factor,
+        patience=config.lr_patience,
+        min_lr=config.min_learning_rate,
     )
     callbacks = [
         early_stopping,
@@ -176,10 +186,10 @@ class _RestoreWaits(tf.keras.callbacks.Callback):
         self.early_stopping, self.reduce_lr, self.state = early_stopping, reduce_lr, state
 
     def on_train_begin(self, logs=None):
-        if self.state.best_val_loss is None:
+        if self.state.best_score is None:
             return
         for callback, wait in ((self.early_stopping, self.state.early_stopping_wait), (self.reduce_lr, self.state.lr_plateau_wait)):
-            callback.best = self.state.best_val_loss
+            callback.best = self.state.best_score
             callback.wait = wait
 
 
@@ -222,8 +232,10 @@ class _ReportEpoch(tf.keras.callbacks.Callback):
         for key, value in metrics.items():
             if key != "epoch":
                 state.history.setdefault(key, []).append(value)
-        if state.best_val_loss is None or metrics[MONITOR] < state.best_val_loss:
-            state.best_val_loss, state.best_epoch = metrics[MONITOR], epoch + 1
+        monitor, mode = MONITORS[self.config.task]
+        score = metrics[monitor]
+        if state.best_score is None or (score > state.best_score if mode == "max" else score < state.best_score):
+            state.best_score, state.best_epoch = score, epoch + 1
         state.early_stopping_wait = int(self.early_stopping.wait)
         state.lr_plateau_wait = int(self.reduce_lr.wait)
         state.stopped_early = bool(self.model.stop_training)

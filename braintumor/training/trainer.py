@@ -4,7 +4,7 @@ A run writes to `<output>/<name>/`:
 
     config.json            the resolved configuration
     split.json             the patient split the data was made with
-    checkpoints/           Ray Train's checkpoints (best by val_loss, and the latest)
+    checkpoints/           Ray Train's checkpoints (the best epoch, and the latest)
     model/                 the best epoch's model: model.keras and model_info.json
     history.json           per-epoch metrics of the whole run
     evaluation/            metrics.json and plots on the test patients (see braintumor.evaluation)
@@ -24,7 +24,7 @@ from braintumor.models.io import ModelInfo, save_model
 from braintumor.preprocessing.normalization import NORMALIZATION
 from braintumor.preprocessing.pipeline import parquet_dir
 from braintumor.training.config import TrainConfig
-from braintumor.training.loop import CHECKPOINT_MODEL, MONITOR, TrainingState, train_loop_per_worker
+from braintumor.training.loop import CHECKPOINT_MODEL, MONITORS, TrainingState, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ def train(config: TrainConfig) -> TrainingResult:
         config.task, config.architecture, config.num_workers, resources, run_dir,
     )
 
+    monitor, mode = MONITORS[config.task]
     trainer = TensorflowTrainer(
         train_loop_per_worker,
         train_loop_config=config.to_dict(),
@@ -99,7 +100,7 @@ def train(config: TrainConfig) -> TrainingResult:
             name="checkpoints",
             storage_path=str(run_dir),
             checkpoint_config=CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=MONITOR, checkpoint_score_order="min"
+                num_to_keep=1, checkpoint_score_attribute=monitor, checkpoint_score_order=mode
             ),
             failure_config=FailureConfig(max_failures=2),
             worker_runtime_env={"env_vars": dict(WORKER_ENV)},
@@ -110,7 +111,8 @@ def train(config: TrainConfig) -> TrainingResult:
     if result.error is not None:
         raise RuntimeError(f"training failed: {result.error}") from result.error
 
-    best_checkpoint, best_metrics = min(result.best_checkpoints, key=lambda pair: pair[1][MONITOR])
+    pick = max if mode == "max" else min
+    best_checkpoint, best_metrics = pick(result.best_checkpoints, key=lambda pair: pair[1][monitor])
     with result.checkpoint.as_directory() as latest:
         state = TrainingState.load(latest)
     (run_dir / "history.json").write_text(json.dumps(state.history, indent=2) + "\n")
@@ -126,13 +128,13 @@ def train(config: TrainConfig) -> TrainingResult:
         normalization=NORMALIZATION,
         input_size=config.input_size,
         version=f"braintumor-{__version__}/{config.name}/epoch-{int(best_metrics['epoch'])}",
-        extra={"best_epoch": int(best_metrics["epoch"]), "val_loss": float(best_metrics[MONITOR])},
+        extra={"best_epoch": int(best_metrics["epoch"]), monitor: float(best_metrics[monitor])},
     )
     save_model(model, info, model_dir)
     seconds = time.perf_counter() - started
     logger.info(
-        "training finished in %.0f s after %d epochs; best epoch %d (val_loss %.4f) saved to %s",
-        seconds, state.epochs_done, int(best_metrics["epoch"]), best_metrics[MONITOR], model_dir,
+        "training finished in %.0f s after %d epochs; best epoch %d (%s %.4f) saved to %s",
+        seconds, state.epochs_done, int(best_metrics["epoch"]), monitor, best_metrics[monitor], model_dir,
     )
     return TrainingResult(
         run_dir=run_dir,
