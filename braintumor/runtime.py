@@ -35,7 +35,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     # Ray reads the variable into a constant when it is first imported, which has already happened
-    # here, so the driver's copy is set too; without it the node advertises the network address.
+    # here, so the driver's copy is set too. Without it, the node advertises the network address.
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False

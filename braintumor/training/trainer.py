@@ -56,6 +56,12 @@ def train(config: TrainConfig) -> TrainingResult:
     from braintumor.runtime import WORKER_ENV, init_ray
 
     started = time.perf_counter()
+    folders = {split: parquet_dir(config.data, split) for split in ("train", "validation")}
+    for split, folder in folders.items():
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder}: preprocessed {split} split not found; run jobs/preprocess.py --output {config.data} first"
+            )
     run_dir = config.run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / "config.json")
@@ -64,14 +70,7 @@ def train(config: TrainConfig) -> TrainingResult:
         shutil.copyfile(split_file, run_dir / "split.json")
 
     init_ray()
-    datasets = {}
-    for split in ("train", "validation"):
-        folder = parquet_dir(config.data, split)
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"{folder}: preprocessed {split} split not found; run jobs/preprocess.py --output {config.data} first"
-            )
-        datasets[split] = ray.data.read_parquet(str(folder.resolve()))
+    datasets = {split: ray.data.read_parquet(str(folder.resolve())) for split, folder in folders.items()}
     datasets["train"] = datasets["train"].randomize_block_order(seed=None)
     if config.limit_train:
         datasets["train"] = datasets["train"].limit(config.limit_train)

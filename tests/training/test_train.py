@@ -1,0 +1,207 @@
+import json
+
+import numpy as np
+import pytest
+
+import braintumor  # noqa: F401  (selects tf-keras before TensorFlow is imported)
+
+from braintumor.models.io import load_model
+from braintumor.training.config import TrainConfig
+from braintumor.training.loop import TrainingState
+
+# Tiny runs: 2 workers, 32 training slices in batches of 4 per worker, a 32x32 network inside the
+# model. Nearly all their time is Ray Train and TensorFlow start-up in each worker process.
+TINY = {
+    "batch_size": 4,
+    "input_size": 32,
+    "base_filters": 4,
+    "limit_train": 32,
+    "limit_validation": 8,
+    "shuffle_buffer": 8,
+    "num_workers": 2,
+}
+
+
+def _config(preprocessed, tmp_path, **overrides) -> TrainConfig:
+    result, _ = preprocessed
+    values = dict(TINY, data=str(result.output), output=str(tmp_path / "runs"))
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+# TrainConfig
+
+
+def test_config_defaults():
+    config = TrainConfig(task="classify")
+
+    assert config.architecture == "smallcnn"
+    assert config.name == "classify-smallcnn"
+
+
+def test_config_run_dir():
+    config = TrainConfig(output="runs", name="first")
+
+    assert str(config.run_dir) == "runs/first"
+
+
+def test_config_round_trip(tmp_path):
+    config = TrainConfig(task="segment", architecture="resunet", epochs=3, limit_train=10)
+
+    path = config.save(tmp_path / "run" / "config.json")
+
+    assert TrainConfig.from_dict(json.loads(path.read_text())) == config
+    assert not path.with_name("config.json.partial").exists()
+
+
+def test_config_from_dict_ignores_unknown_keys():
+    config = TrainConfig.from_dict({"task": "segment", "epochs": 2, "written_by": "an older version"})
+
+    assert config.epochs == 2
+
+
+def test_config_unknown_task():
+    with pytest.raises(ValueError, match=r"task must be one of \('segment', 'classify'\), got 'detect'"):
+        TrainConfig(task="detect")
+
+
+def test_config_architecture_of_other_task():
+    with pytest.raises(ValueError, match=r"architecture for task 'segment' must be one of \('unet', 'resunet'\), got 'densenet121'"):
+        TrainConfig(task="segment", architecture="densenet121")
+
+
+@pytest.mark.parametrize("field", ["epochs", "batch_size", "num_workers", "input_size", "base_filters"])
+def test_config_counts_at_least_one(field):
+    with pytest.raises(ValueError, match=f"{field} must be at least 1, got 0"):
+        TrainConfig(**{field: 0})
+
+
+@pytest.mark.parametrize("learning_rate", [0.0, 1.0, -0.1])
+def test_config_learning_rate_range(learning_rate):
+    with pytest.raises(ValueError, match=r"learning_rate must be in \(0, 1\), got"):
+        TrainConfig(learning_rate=learning_rate)
+
+
+def test_training_state_load(tmp_path):
+    (tmp_path / "state.json").write_text(json.dumps({"epochs_done": 2, "history": {"loss": [0.9, 0.7]}}))
+
+    state = TrainingState.load(tmp_path)
+
+    assert state.epochs_done == 2
+    assert state.history == {"loss": [0.9, 0.7]}
+    assert state.stopped_early is False
+
+
+@pytest.mark.timeout(600)
+def test_train_without_preprocessed_data(ray_local, tmp_path):
+    from braintumor.training.trainer import train
+
+    config = TrainConfig(data=str(tmp_path / "empty"), output=str(tmp_path / "runs"), **TINY)
+
+    with pytest.raises(FileNotFoundError, match=r"preprocessed train split not found; run jobs/preprocess.py --output .*empty first"):
+        train(config)
+
+
+# End-to-end runs through Ray Train
+
+
+@pytest.fixture(scope="module")
+def segment_run(preprocessed, tmp_path_factory):
+    """A 2-epoch segmenter run; returns (config, result, history read right after the run)."""
+    from braintumor.training.trainer import train
+
+    config = _config(preprocessed, tmp_path_factory.mktemp("segment"), task="segment", name="seg", epochs=2)
+    result = train(config)
+    history = json.loads((result.run_dir / "history.json").read_text())
+    return config, result, history
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_segment_run_outputs(segment_run):
+    config, result, history = segment_run
+
+    assert result.run_dir == config.run_dir.resolve()
+    assert result.epochs_done == 2
+    assert result.best_epoch in (1, 2)
+    for name in ("config.json", "split.json", "history.json"):
+        assert (result.run_dir / name).is_file(), name
+    assert json.loads((result.run_dir / "config.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_segment_run_history(segment_run):
+    _, _, history = segment_run
+
+    for key in ("loss", "dice", "val_loss", "val_dice", "learning_rate", "seconds"):
+        assert len(history[key]) == 2, key
+    assert all(np.isfinite(history["loss"]))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_segment_run_split_copied(segment_run, preprocessed):
+    result, _ = preprocessed
+    _, run, _ = segment_run
+
+    assert (run.run_dir / "split.json").read_text() == (result.output / "split.json").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_segment_run_model_loads(segment_run):
+    _, result, _ = segment_run
+    slices = np.random.default_rng(0).standard_normal((2, 256, 256, 3)).astype(np.float32)
+
+    model, info = load_model(result.model_dir)
+    probability = model.predict(slices, verbose=0)
+
+    assert probability.shape == (2, 256, 256, 1)
+    assert probability.min() >= 0.0
+    assert probability.max() <= 1.0
+    assert info.task == "segment"
+    assert info.architecture == "unet"
+    assert info.input_size == 32
+    assert info.extra["best_epoch"] == result.best_epoch
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_segment_run_resumes(segment_run):
+    from braintumor.training.trainer import train
+
+    config, _, first_history = segment_run
+    resumed_config = TrainConfig.from_dict(dict(config.to_dict(), epochs=3))
+
+    result = train(resumed_config)
+
+    history = json.loads((result.run_dir / "history.json").read_text())
+    assert result.epochs_done == 3
+    assert len(history["loss"]) == 3
+    assert history["loss"][:2] == first_history["loss"]
+    assert json.loads((result.run_dir / "config.json").read_text())["epochs"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_classify_run(preprocessed, tmp_path):
+    from braintumor.training.trainer import train
+
+    config = _config(
+        preprocessed, tmp_path, task="classify", name="cls", epochs=1, limit_train=16, limit_validation=8
+    )
+
+    result = train(config)
+
+    history = json.loads((result.run_dir / "history.json").read_text())
+    for key in ("loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"):
+        assert len(history[key]) == 1, key
+    model, info = load_model(result.model_dir)
+    slices = np.random.default_rng(0).standard_normal((3, 256, 256, 3)).astype(np.float32)
+    probability = model.predict(slices, verbose=0)
+    assert probability.shape == (3, 1)
+    assert probability.min() >= 0.0
+    assert probability.max() <= 1.0
+    assert info.task == "classify"
+    assert info.architecture == "smallcnn"
