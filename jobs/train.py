@@ -27,6 +27,8 @@ def main() -> int:
     parser.add_argument("--patience", type=int, default=6, help="epochs without a better val_loss before early stopping")
     parser.add_argument("--input-size", type=int, default=128, help="side in pixels the network works at; slices are resized to it inside the model")
     parser.add_argument("--base-filters", type=int, default=16, help="filters of the first level of the U-Net or small CNN")
+    parser.add_argument("--missing-sequence-rate", type=float, default=0.25,
+                        help="training only: chance per slice that the pre- or post-contrast channel is replaced by FLAIR, as the dataset does for missing sequences")
     parser.add_argument("--weights", help="local weights file for a densenet121/resnet50 backbone (nothing is downloaded)")
     parser.add_argument("--workers", type=int, default=2, help="number of Ray Train workers (data-parallel replicas)")
     parser.add_argument("--gpus", type=int, default=0, help="train on N GPU workers, one GPU each (overrides --workers)")
@@ -56,6 +58,7 @@ def main() -> int:
         input_size=args.input_size,
         base_filters=args.base_filters,
         weights=args.weights,
+        missing_sequence_rate=args.missing_sequence_rate,
         num_workers=args.gpus or args.workers,
         use_gpu=args.gpus > 0,
         cpus_per_worker=args.cpus_per_worker,

@@ -34,6 +34,7 @@ class TrainConfig:
     base_filters: int = 16
     weights: str | None = None
     dropout: float = 0.3
+    missing_sequence_rate: float = 0.25  # chance per slice that pre- or post-contrast becomes a FLAIR copy
     shuffle_buffer: int = 256  # rows held by each worker's local shuffle buffer
     seed: int = 0
     num_workers: int = 2
@@ -57,6 +58,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "num_workers", "input_size", "base_filters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.missing_sequence_rate <= 1:
+            raise ValueError(f"missing_sequence_rate must be in [0, 1], got {self.missing_sequence_rate}")
         if not 0 < self.learning_rate < 1:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
 

@@ -103,8 +103,34 @@ def to_tf_dataset(shard, config: TrainConfig, training: bool):
         prefetch_batches=2,
     )
     if config.task == "segment":
-        return dataset.map(lambda x, y: (x, tf.cast(y, tf.float32)))
-    return dataset.map(lambda x, y: (x, tf.reshape(tf.cast(y, tf.float32), (-1, 1))))
+        dataset = dataset.map(lambda x, y: (x, tf.cast(y, tf.float32)))
+    else:
+        dataset = dataset.map(lambda x, y: (x, tf.reshape(tf.cast(y, tf.float32), (-1, 1))))
+    if training and config.missing_sequence_rate > 0:
+        rate = config.missing_sequence_rate
+        dataset = dataset.map(lambda x, y: (simulate_missing_sequences(x, rate), y))
+    return dataset
+
+
+def simulate_missing_sequences(slices, rate: float):
+    """Replace the pre- and post-contrast channels by FLAIR, each with probability `rate` per slice.
+
+    The dataset fills a patient's missing sequence with a copy of FLAIR, and the few training
+    patients like that are not enough: the first U-Net predicted no tumour at all on the two test
+    patients whose slices are FLAIR in all three channels. Normalisation is per channel, so a copied
+    FLAIR channel normalises to exactly the normalised FLAIR channel, and the copy can be made here.
+
+    Args:
+        slices: (B, H, W, 3) float32 normalised slices.
+        rate: probability in [0, 1] of replacing each of the two channels.
+    """
+    batch = tf.shape(slices)[0]
+    flair = slices[..., 1:2]
+    replace_pre = tf.random.uniform((batch, 1, 1, 1)) < rate
+    replace_post = tf.random.uniform((batch, 1, 1, 1)) < rate
+    pre = tf.where(replace_pre, flair, slices[..., 0:1])
+    post = tf.where(replace_post, flair, slices[..., 2:3])
+    return tf.concat([pre, flair, post], axis=-1)
 
 
 def train_loop_per_worker(config_values: dict) -> None:
