@@ -62,6 +62,12 @@ def train(config: TrainConfig) -> TrainingResult:
             raise FileNotFoundError(
                 f"{folder}: preprocessed {split} split not found; run jobs/preprocess.py --output {config.data} first"
             )
+    if config.resume:
+        # Workers run in other folders, so they need an absolute path.
+        resume = Path(config.resume).resolve()
+        if not (resume / CHECKPOINT_MODEL).is_file():
+            raise FileNotFoundError(f"{resume}: not a checkpoint folder (no {CHECKPOINT_MODEL} inside)")
+        config.resume = str(resume)
     run_dir = config.run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / "config.json")
