@@ -89,9 +89,9 @@ def to_tf_dataset(shard, config: TrainConfig, training: bool):
     """
     import ray.train
 
-    # MultiWorkerMirroredStrategy treats each batch a worker's dataset yields as a global batch and
-    # splits it across all replicas, so each replica gets batch_size slices per step only if the
-    # worker's dataset yields batch_size * world_size (each worker still consumes all its rows).
+    # MultiWorkerMirroredStrategy treats each batch of a worker's dataset as a global batch and
+    # splits it across all replicas. Each replica gets batch_size slices per step only if the
+    # worker's dataset yields batch_size * world_size; each worker still consumes all its rows.
     world_size = ray.train.get_context().get_world_size()
     target_column = "mask" if config.task == "segment" else "label"
     dataset = shard.to_tf(
@@ -115,10 +115,10 @@ def to_tf_dataset(shard, config: TrainConfig, training: bool):
 def simulate_missing_sequences(slices, rate: float):
     """Replace the pre- and post-contrast channels by FLAIR, each with probability `rate` per slice.
 
-    The dataset fills a patient's missing sequence with a copy of FLAIR, and the few training
-    patients like that are not enough: the first U-Net predicted no tumour at all on the two test
-    patients whose slices are FLAIR in all three channels. Normalisation is per channel, so a copied
-    FLAIR channel normalises to exactly the normalised FLAIR channel, and the copy can be made here.
+    The dataset fills a patient's missing sequence with a copy of FLAIR. Few training patients are
+    like that, and a U-Net trained without this found no tumour in patients scanned with FLAIR only.
+    Normalisation is per channel, so a copied FLAIR channel normalises to exactly the normalised
+    FLAIR channel, and the copy can be made after normalisation.
 
     Args:
         slices: (B, H, W, 3) float32 normalised slices.
