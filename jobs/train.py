@@ -29,6 +29,9 @@ def main() -> int:
     parser.add_argument("--base-filters", type=int, default=16, help="filters of the first level of the U-Net or small CNN")
     parser.add_argument("--missing-sequence-rate", type=float, default=0.25,
                         help="training only: chance per slice that the pre- or post-contrast channel is replaced by FLAIR, as the dataset does for missing sequences")
+    parser.add_argument("--no-augment", action="store_true", help="train without random flips, rotations, zoom and intensity changes")
+    parser.add_argument("--tumour-copies", type=int,
+                        help="extra copies of each training tumour slice per epoch (default: 1 to segment, 0 to classify)")
     parser.add_argument("--weights", help="local weights file for a densenet121/resnet50 backbone (nothing is downloaded)")
     parser.add_argument("--workers", type=int, default=2, help="number of Ray Train workers (data-parallel replicas)")
     parser.add_argument("--gpus", type=int, default=0, help="train on N GPU workers, one GPU each (overrides --workers)")
@@ -59,6 +62,8 @@ def main() -> int:
         base_filters=args.base_filters,
         weights=args.weights,
         missing_sequence_rate=args.missing_sequence_rate,
+        augment=not args.no_augment,
+        tumour_copies=args.tumour_copies,
         num_workers=args.gpus or args.workers,
         use_gpu=args.gpus > 0,
         cpus_per_worker=args.cpus_per_worker,

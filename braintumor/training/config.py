@@ -35,6 +35,8 @@ class TrainConfig:
     weights: str | None = None
     dropout: float = 0.3
     missing_sequence_rate: float = 0.25  # chance per slice that pre- or post-contrast becomes a FLAIR copy
+    augment: bool = True  # random flips, rotations, zoom and intensity changes of training slices
+    tumour_copies: int | None = None  # extra copies of each training tumour slice per epoch; None: 1 to segment, 0 to classify
     shuffle_buffer: int = 256  # rows held by each worker's local shuffle buffer
     seed: int = 0
     num_workers: int = 2
@@ -53,6 +55,10 @@ class TrainConfig:
         allowed = SEGMENTERS if self.task == "segment" else CLASSIFIERS
         if self.architecture not in allowed:
             raise ValueError(f"architecture for task '{self.task}' must be one of {allowed}, got '{self.architecture}'")
+        if self.tumour_copies is None:
+            self.tumour_copies = 1 if self.task == "segment" else 0
+        if self.tumour_copies < 0:
+            raise ValueError(f"tumour_copies must be at least 0, got {self.tumour_copies}")
         if not self.name:
             self.name = f"{self.task}-{self.architecture}"
         for name in ("epochs", "batch_size", "num_workers", "input_size", "base_filters"):

@@ -109,6 +109,13 @@ def to_tf_dataset(shard, config: TrainConfig, training: bool):
     if training and config.missing_sequence_rate > 0:
         rate = config.missing_sequence_rate
         dataset = dataset.map(lambda x, y: (simulate_missing_sequences(x, rate), y))
+    if training and config.augment:
+        from braintumor.training.augmentation import augment
+
+        if config.task == "segment":
+            dataset = dataset.map(lambda x, y: augment(x, y))
+        else:
+            dataset = dataset.map(lambda x, y: (augment(x), y))
     return dataset
 
 

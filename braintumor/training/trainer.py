@@ -77,9 +77,14 @@ def train(config: TrainConfig) -> TrainingResult:
 
     init_ray()
     datasets = {split: ray.data.read_parquet(str(folder.resolve())) for split, folder in folders.items()}
-    datasets["train"] = datasets["train"].randomize_block_order(seed=None)
     if config.limit_train:
         datasets["train"] = datasets["train"].limit(config.limit_train)
+    if config.tumour_copies:
+        # Tumour slices are about a third of the training slices; repeating them gives the
+        # segmenter more tumour pixels per epoch without changing the validation data.
+        tumour = datasets["train"].filter(expr="label == 1")
+        datasets["train"] = datasets["train"].union(*[tumour] * config.tumour_copies)
+    datasets["train"] = datasets["train"].randomize_block_order(seed=None)
     if config.limit_validation:
         datasets["validation"] = datasets["validation"].limit(config.limit_validation)
 
