@@ -1,0 +1,254 @@
+"""The Ray Data stages of batch scoring: read and decode, then score on a pool of model actors.
+
+The read stage reads and decodes the slices with the checks of `braintumor.data.io`, so zip and
+tar members are read there and actors never open the archive. Each `SliceScorer` actor loads the
+models once, normalises a batch with the training normalisation, predicts, and writes one mask
+PNG per slice and then the batch's part file, in that order.
+"""
+
+import functools
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import ray
+from ray.data import Datasource, ReadTask
+from ray.data.block import BlockMetadata
+
+from braintumor.data.io import SLICE_SHAPE, SliceReadError, decode_slice
+from braintumor.inference import SlicePredictions
+from braintumor.scoring.sources import TAR, SliceEntry, SourceListing, iter_slice_bytes, predicted_mask_name
+from braintumor.scoring.storage import OutputStorage
+from braintumor.scoring.tables import FAILED, SCORED, write_part
+
+logger = logging.getLogger(__name__)
+
+# CPUs each read task reserves. Reading and decoding are light next to the models. Actors holding
+# every CPU of the cluster would leave none for the read stage, which then never runs, and the job
+# hangs without an error.
+READ_CPUS = 0.5
+# Read tasks of a folder, CSV or zip input each read this many blocks. A tar input has one read
+# task, because it can only be read from start to end.
+BLOCKS_PER_READ_TASK = 4
+MIN_BLOCK_BYTES = 2**20
+# Decoded batches the object store may hold at once: enough for each actor to have its next batch
+# ready while it works, and few enough that the memory stays the same for any input size.
+BATCHES_IN_FLIGHT_PER_ACTOR = 4
+MIN_BATCHES_IN_FLIGHT = 8
+# `pixels` contains a decoded (256, 256, 3) uint8 slice in C order, or null with the reason in `read_error`.
+BLOCK_SCHEMA = pa.schema([("member", pa.string()), ("pixels", pa.binary()), ("read_error", pa.string())])
+SLICE_BYTES = int(np.prod(SLICE_SHAPE))
+
+
+def score_pending(
+    listing: SourceListing,
+    pending: list[SliceEntry],
+    storage: OutputStorage,
+    segmenter_dir: str | Path,
+    classifier_dir: str | Path | None,
+    run_id: str,
+    batch_size: int,
+    actors: int,
+    cpus_per_actor: float,
+) -> Counter:
+    """Score `pending` on a pool of actors and return how many rows ended SCORED and FAILED.
+
+    Starts or joins Ray first.
+
+    Raises:
+        ValueError: the actors and the read stage need more CPUs than the cluster has.
+    """
+    from braintumor.runtime import init_ray
+
+    init_ray()
+    cluster_cpus = ray.cluster_resources().get("CPU", 0)
+    if actors * cpus_per_actor + READ_CPUS > cluster_cpus:
+        raise ValueError(
+            f"{actors} actor(s) x {cpus_per_actor} CPU plus {READ_CPUS} CPU for reading need more than the "
+            f"cluster's {cluster_cpus} CPUs. Lower --actors or --cpus-per-actor."
+        )
+
+    datasource = SliceBytesDatasource(listing.kind, str(listing.path), pending, batch_size)
+    # One read task per group, because a larger count would make Ray Data split the blocks.
+    dataset = ray.data.read_datasource(datasource, num_cpus=READ_CPUS, override_num_blocks=len(datasource.groups()))
+    scored = dataset.map_batches(
+        SliceScorer,
+        # Absolute paths, because the actors' working folder need not be this process's.
+        fn_constructor_kwargs={
+            "segmenter_dir": str(Path(segmenter_dir).resolve()),
+            "classifier_dir": str(Path(classifier_dir).resolve()) if classifier_dir is not None else None,
+            "storage": storage,
+            "run_id": run_id,
+            "batch_size": batch_size,
+        },
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=cpus_per_actor,
+    )
+    _bound_memory(scored.context, batch_size, actors)
+    logger.info("scoring %d slices with %d actor(s), %d slices per batch", len(pending), actors, batch_size)
+    counts = Counter()
+    for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+        counts.update(batch["status"].tolist())
+    return counts
+
+
+def _bound_memory(context: ray.data.DataContext, batch_size: int, actors: int) -> None:
+    """Set a dataset's own context so that its memory does not grow with the size of the input.
+
+    With Ray 2.60's defaults, a read task's tables are joined into blocks of up to 128 MiB
+    (`target_max_block_size`), which hold a whole tar archive. The read stage also runs ahead of the
+    actors until an object store budget taken from the cluster's memory is used: 750 MB of decoded
+    slices on a 24 GiB machine, filled by an archive of 4,000 slices but not by one of 1,000.
+    Blocks of about one batch and a few batches in flight per actor keep the memory flat.
+    """
+    batch_bytes = batch_size * SLICE_BYTES
+    context.target_max_block_size = max(2 * batch_bytes, MIN_BLOCK_BYTES)
+    limits = context.execution_options.resource_limits
+    context.execution_options.resource_limits = limits.copy(
+        object_store_memory=max(MIN_BATCHES_IN_FLIGHT, BATCHES_IN_FLIGHT_PER_ACTOR * actors) * batch_bytes
+    )
+
+
+class SliceBytesDatasource(Datasource):
+    """Ray Data source of (member, pixels, read_error) rows for the slices still to score."""
+
+    def __init__(self, kind: str, container: str, entries: list[SliceEntry], rows_per_block: int):
+        self.kind = kind
+        self.container = container
+        self.entries = entries
+        self.rows_per_block = rows_per_block
+
+    def estimate_inmemory_data_size(self) -> int:
+        return len(self.entries) * SLICE_BYTES
+
+    def groups(self) -> list[list[SliceEntry]]:
+        """Split the entries into the groups that each read task reads."""
+        if self.kind == TAR:
+            return [self.entries]
+        size = self.rows_per_block * BLOCKS_PER_READ_TASK
+        return [self.entries[start : start + size] for start in range(0, len(self.entries), size)]
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None) -> list[ReadTask]:
+        # `parallelism` is ignored: the groups follow the batch size instead.
+        return [
+            ReadTask(
+                functools.partial(_read_blocks, self.kind, self.container, group, self.rows_per_block),
+                BlockMetadata(
+                    num_rows=len(group),
+                    size_bytes=len(group) * SLICE_BYTES,
+                    exec_stats=None,
+                    input_files=None,
+                ),
+                schema=BLOCK_SCHEMA,
+            )
+            for group in self.groups()
+        ]
+
+
+def _read_blocks(kind: str, container: str, entries: list[SliceEntry], rows_per_block: int):
+    """Yield Arrow blocks of `rows_per_block` rows with each slice's decoded pixels or the reason it failed."""
+    rows = {"member": [], "pixels": [], "read_error": []}
+    for entry, data, read_error in iter_slice_bytes(kind, container, entries):
+        pixels = None
+        if read_error is None:
+            try:
+                pixels = decode_slice(data, entry.member).tobytes()
+            except SliceReadError as error:
+                read_error = error.reason
+        rows["member"].append(entry.member)
+        rows["pixels"].append(pixels)
+        rows["read_error"].append(read_error)
+        if len(rows["member"]) == rows_per_block:
+            yield pa.table(rows, schema=BLOCK_SCHEMA)
+            rows = {"member": [], "pixels": [], "read_error": []}
+    if rows["member"]:
+        yield pa.table(rows, schema=BLOCK_SCHEMA)
+
+
+class SliceScorer:
+    """Ray Data actor: scores a batch of decoded slices, writes their masks, then the batch's part file."""
+
+    def __init__(
+        self, segmenter_dir: str, classifier_dir: str | None, storage: OutputStorage, run_id: str, batch_size: int
+    ):
+        from braintumor.inference import SlicePredictor
+
+        self.predictor = SlicePredictor(segmenter_dir, classifier_dir)
+        self.storage = storage
+        self.run_id = run_id
+        self.batch_size = batch_size
+        versions = self.predictor.versions
+        self.versions = {"segmenter_version": versions["segmenter"], "classifier_version": versions.get("classifier", "")}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        members, images, failures = [], [], []
+        for member, pixels, read_error in zip(batch["member"], batch["pixels"], batch["read_error"]):
+            if read_error is not None:
+                failures.append((member, read_error))
+                continue
+            members.append(member)
+            images.append(np.frombuffer(pixels, dtype=np.uint8).reshape(SLICE_SHAPE))
+
+        rows = {column: [] for column in ("member", "status", "tumour_probability", "label", "tumour_area_pixels", "reason")}
+        if images:
+            predictions = self._predict_padded(np.stack(images))
+            for index, member in enumerate(members):
+                try:
+                    self.storage.write_bytes(predicted_mask_name(member), _encode_mask(predictions.masks[index]))
+                except OSError as error:
+                    # A name the file system rejects, or a full disk: the slice fails, the job goes on.
+                    logger.warning("cannot write the predicted mask of %s: %s", member, error)
+                    failures.append((member, f"cannot write the predicted mask ({error})"))
+                    continue
+                rows["member"].append(member)
+                rows["status"].append(SCORED)
+                rows["tumour_probability"].append(float(predictions.probability[index]))
+                rows["label"].append(int(predictions.label[index]))
+                rows["tumour_area_pixels"].append(int(predictions.area[index]))
+                rows["reason"].append(None)
+        for member, reason in failures:
+            rows["member"].append(member)
+            rows["status"].append(FAILED)
+            rows["tumour_probability"].append(None)
+            rows["label"].append(None)
+            rows["tumour_area_pixels"].append(None)
+            rows["reason"].append(reason)
+
+        count = len(rows["member"])
+        write_part(self.storage, {**rows, **{key: [value] * count for key, value in self.versions.items()}}, self.run_id)
+        return {"member": np.array(rows["member"], dtype=object), "status": np.array(rows["status"], dtype=object)}
+
+    def _predict_padded(self, images: np.ndarray):
+        """Predict with the batch padded by blank slices to a multiple of the batch size.
+
+        TensorFlow's CPU kernels round differently for different batch sizes: the classifier's
+        probability moved by 1e-7 between batches of 20 and of 7 slices. Without the padding, a
+        slice's result would depend on how many slices shared its batch, and a resumed run would
+        not reproduce an uninterrupted one bit for bit.
+        """
+        count = len(images)
+        padded_count = -(-count // self.batch_size) * self.batch_size
+        if padded_count > count:
+            blank = np.zeros((padded_count - count, *images.shape[1:]), dtype=images.dtype)
+            images = np.concatenate([images, blank])
+        predictions = self.predictor.predict(images)
+        return SlicePredictions(
+            probability=predictions.probability[:count],
+            label=predictions.label[:count],
+            masks=predictions.masks[:count],
+            area=predictions.area[:count],
+        )
+
+
+def _encode_mask(mask: np.ndarray) -> bytes:
+    """Encode a (256, 256) bool mask as an 8-bit PNG with 0 for background and 255 for tumour."""
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", mask.astype(np.uint8) * 255)
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode a predicted mask as PNG")
+    return encoded.tobytes()
