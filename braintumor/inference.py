@@ -1,7 +1,7 @@
 """Score raw slices with a trained segmenter and classifier: what batch scoring and serving share.
 
-Both apply the training normalisation (`normalize_slices`) and the thresholds stored with each
-model, so a slice gets the same prediction whichever way it is scored.
+Both apply the training normalisation (`normalize_slices`), and the thresholds and mask settings
+stored with each model, so a slice gets the same prediction whichever way it is scored.
 """
 
 from dataclasses import dataclass
@@ -11,6 +11,7 @@ import numpy as np
 
 from braintumor.models.io import ModelInfo, load_model
 from braintumor.paths import output_root
+from braintumor.postprocessing import mask_settings, segment
 from braintumor.preprocessing.normalization import normalize_slices
 
 DEFAULT_SEGMENTER_RUN = "segment-unet"
@@ -43,6 +44,7 @@ class SlicePredictor:
         self.segmenter, self.segmenter_info = load_model(segmenter_dir)
         if self.segmenter_info.task != "segment":
             raise ValueError(f"{segmenter_dir}: expected a segmenter, found a '{self.segmenter_info.task}' model")
+        self.mask_settings = mask_settings(self.segmenter_info)
         self.classifier, self.classifier_info = None, None
         if classifier_dir is not None:
             self.classifier, self.classifier_info = load_model(classifier_dir)
@@ -71,8 +73,7 @@ class SlicePredictor:
             SlicePredictions for the N slices.
         """
         inputs = normalize_slices(slices)
-        pixel_probability = np.asarray(self.segmenter.predict_on_batch(inputs), dtype=np.float32)[..., 0]
-        masks = pixel_probability >= self.segmenter_info.threshold
+        pixel_probability, masks = segment(self.segmenter, inputs, self.mask_settings)
         if self.classifier is not None:
             probability = np.asarray(self.classifier.predict_on_batch(inputs), dtype=np.float32).reshape(-1)
         else:

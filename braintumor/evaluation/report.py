@@ -19,6 +19,7 @@ import pandas as pd
 from braintumor.data.io import read_slice
 from braintumor.evaluation import metrics, plots
 from braintumor.models.io import load_model
+from braintumor.postprocessing import MaskSettings, mask_settings, masks_from_probabilities, pixel_probabilities
 from braintumor.preprocessing.pipeline import parquet_dir
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ def evaluate(
     output: str | Path,
     split: str = "test",
     history: dict[str, list[float]] | None = None,
+    settings: MaskSettings | None = None,
 ) -> dict:
     """Predict every slice of `split` with the model in `model_dir` and write metrics and plots.
 
@@ -42,6 +44,8 @@ def evaluate(
         output: folder for the report.
         split: "test" for the honest figures; "validation" to tune post-processing.
         history: per-epoch training metrics, plotted as training curves if given.
+        settings: how a segmenter's probabilities become masks; by default the settings stored
+            with the model (see `braintumor.postprocessing`).
 
     Returns:
         The metrics written to metrics.json.
@@ -53,8 +57,13 @@ def evaluate(
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     model, info = load_model(model_dir)
-    rows, probabilities, true_masks = _predict_split(model, info.task, data, split)
-    threshold = info.threshold
+    if info.task == "segment":
+        settings = settings or mask_settings(info)
+        threshold = settings.threshold
+    else:
+        threshold = info.threshold
+    flip_averaging = settings.flip_averaging if info.task == "segment" else False
+    rows, probabilities, true_masks = predict_split(model, info.task, data, split, flip_averaging)
 
     report = {
         "model": {"task": info.task, "architecture": info.architecture, "version": info.version,
@@ -65,7 +74,8 @@ def evaluate(
         "n_slices": len(rows),
     }
     if info.task == "segment":
-        report["segmentation"] = _segmentation_report(rows, probabilities, true_masks, threshold, output)
+        report["model"]["postprocessing"] = settings.postprocessing()
+        report["segmentation"] = _segmentation_report(rows, probabilities, true_masks, settings, output)
     else:
         rows["probability"] = probabilities
         report["classification"] = metrics.classification_summary(rows["label"], rows["probability"], threshold)
@@ -82,7 +92,14 @@ def evaluate(
     return report
 
 
-def _predict_split(model, task: str, data, split: str):
+def predict_split(model, task: str, data, split: str, flip_averaging: bool = False):
+    """Predict every slice of a preprocessed split, sorted by patient and slice number.
+
+    Returns:
+        A tuple of three. The rows have patient_id, slice_number, image_path and label. The
+        probabilities are (N, H, W) per pixel for a segmenter and (N,) per slice for a classifier.
+        The reference masks are (N, H, W) bool.
+    """
     import ray
 
     from braintumor.runtime import init_ray
@@ -92,12 +109,15 @@ def _predict_split(model, task: str, data, split: str):
         raise FileNotFoundError(f"{folder}: preprocessed {split} split not found; run jobs/preprocess.py first")
     init_ray()
     columns = ["patient_id", "slice_number", "image_path", "label", "image", "mask"]
-    dataset = ray.data.read_parquet(str(folder.resolve()), columns=columns)
+    dataset = ray.data.read_parquet(str(folder.resolve())).select_columns(columns)
 
     frames, probabilities, masks = [], [], []
     for batch in dataset.iter_batches(batch_size=PREDICT_BATCH, batch_format="numpy"):
-        predicted = model.predict_on_batch(batch["image"])
-        probabilities.append(np.asarray(predicted, dtype=np.float32))
+        if task == "segment":
+            predicted = pixel_probabilities(model, batch["image"], flip_averaging)
+        else:
+            predicted = np.asarray(model.predict_on_batch(batch["image"]), dtype=np.float32).reshape(-1)
+        probabilities.append(predicted)
         masks.append(batch["mask"][..., 0].astype(bool))
         frames.append(pd.DataFrame({key: batch[key] for key in ("patient_id", "slice_number", "image_path", "label")}))
 
@@ -107,16 +127,12 @@ def _predict_split(model, task: str, data, split: str):
     # Parquet shards come back in no fixed order; sort so reports list patients and slices in order.
     order = np.lexsort((rows["slice_number"].to_numpy(), rows["patient_id"].to_numpy()))
     rows = rows.iloc[order].reset_index(drop=True)
-    probabilities = probabilities[order]
-    if task == "segment":
-        probabilities = probabilities[..., 0]
-    else:
-        probabilities = probabilities.reshape(-1)
-    return rows, probabilities, masks[order]
+    return rows, probabilities[order], masks[order]
 
 
-def _segmentation_report(rows, probabilities, true_masks, threshold, output: Path) -> dict:
-    pred_masks = probabilities >= threshold
+def _segmentation_report(rows, probabilities, true_masks, settings: MaskSettings, output: Path) -> dict:
+    threshold = settings.threshold
+    pred_masks = masks_from_probabilities(probabilities, settings)
     patient_ids = rows["patient_id"].to_numpy()
     summary = metrics.segmentation_summary(pred_masks, true_masks, patient_ids)
     table = metrics.per_patient_segmentation(pred_masks, true_masks, patient_ids)

@@ -25,6 +25,8 @@ class ModelInfo:
     input_size: int = 256
     threshold: float = 0.5
     version: str = ""
+    # Segmenters: how probabilities become masks besides the threshold (braintumor.postprocessing).
+    postprocessing: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
 

@@ -1,0 +1,119 @@
+"""Choose a segmenter's mask settings on the validation patients and store them with the model.
+
+The search covers the threshold, flip averaging and the minimum region size, scored by the mean
+per-patient Dice on the validation split. Test patients are never read. Each setting is kept only
+where it raises validation Dice: ties go to the plain setting (no flip, no region removal, the
+threshold nearest 0.5), and the gain of each setting on its own is recorded beside the choice.
+"""
+
+import itertools
+import json
+import logging
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from braintumor.evaluation import metrics
+from braintumor.models.io import INFO_FILE, load_model
+from braintumor.postprocessing import MaskSettings, masks_from_probabilities, pixel_probabilities
+
+logger = logging.getLogger(__name__)
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+MIN_COMPONENT_PIXELS = (0, 16, 32, 64, 128, 256)
+TUNING_FILE = "tuning.json"
+
+
+def mean_patient_dice(probability: np.ndarray, true_masks: np.ndarray, patient_ids, settings: MaskSettings) -> float:
+    """Return the mean over patients of the volume Dice of the masks `settings` makes."""
+    pred_masks = masks_from_probabilities(probability, settings)
+    return float(metrics.per_patient_segmentation(pred_masks, true_masks, patient_ids)["dice"].mean())
+
+
+def search(plain: np.ndarray, flipped: np.ndarray, true_masks: np.ndarray, patient_ids) -> list[dict]:
+    """Score every combination of the grid.
+
+    Args:
+        plain: (N, H, W) pixel probabilities of the slices.
+        flipped: (N, H, W) the same, averaged with the prediction of each mirrored slice.
+        true_masks: (N, H, W) bool reference masks.
+        patient_ids: (N,) patient of each slice.
+
+    Returns:
+        One dict per combination: the settings and "dice", best first.
+    """
+    results = []
+    for flip, threshold, min_pixels in itertools.product((False, True), THRESHOLDS, MIN_COMPONENT_PIXELS):
+        settings = MaskSettings(threshold=threshold, flip_averaging=flip, min_component_pixels=min_pixels)
+        dice = mean_patient_dice(flipped if flip else plain, true_masks, patient_ids, settings)
+        results.append({**asdict(settings), "dice": dice})
+    results.sort(key=_preference)
+    return results
+
+
+def _preference(result: dict):
+    # Higher Dice first; among equal Dice (to 1e-4) the simpler setting.
+    return (-round(result["dice"], 4), result["flip_averaging"], result["min_component_pixels"], abs(result["threshold"] - 0.5))
+
+
+def single_change_gains(results: list[dict]) -> dict:
+    """Return the validation Dice gain of each setting changed alone from the plain 0.5 threshold."""
+    by_key = {(r["flip_averaging"], r["threshold"], r["min_component_pixels"]): r["dice"] for r in results}
+    best = results[0]
+    baseline = by_key[(False, 0.5, 0)]
+    return {
+        "baseline_dice": baseline,
+        "flip_averaging": by_key[(True, 0.5, 0)] - baseline,
+        f"threshold_{best['threshold']}": by_key[(False, best["threshold"], 0)] - baseline,
+        f"min_component_pixels_{best['min_component_pixels']}": by_key[(False, 0.5, best["min_component_pixels"])] - baseline,
+        "chosen_combination": best["dice"] - baseline,
+    }
+
+
+def tune(model_dir: str | Path, data: str | Path, write: bool = True) -> dict:
+    """Search the mask settings on the validation split and, with `write`, store the best in model_info.json.
+
+    Writes `tuning.json` (the whole grid and the gains) into the model folder.
+
+    Raises:
+        ValueError: the model is not a segmenter.
+    """
+    from braintumor.evaluation.report import predict_split
+
+    model_dir = Path(model_dir)
+    model, info = load_model(model_dir)
+    if info.task != "segment":
+        raise ValueError(f"{model_dir}: mask settings apply to segmenters, this is a '{info.task}' model")
+    rows, plain, true_masks = predict_split(model, "segment", data, "validation", flip_averaging=False)
+    _, flipped, _ = predict_split(model, "segment", data, "validation", flip_averaging=True)
+    patient_ids = rows["patient_id"].to_numpy()
+
+    results = search(plain, flipped, true_masks, patient_ids)
+    best = results[0]
+    chosen = MaskSettings(threshold=best["threshold"], flip_averaging=best["flip_averaging"], min_component_pixels=best["min_component_pixels"])
+    summary = {
+        "split": "validation",
+        "n_patients": int(rows["patient_id"].nunique()),
+        "patients": sorted(rows["patient_id"].unique().tolist()),
+        "model_version": info.version,
+        "chosen": asdict(chosen),
+        "gains": single_change_gains(results),
+        "grid": results,
+    }
+    _write_json(summary, model_dir / TUNING_FILE)
+    if write:
+        updated = replace(info, threshold=chosen.threshold, postprocessing=chosen.postprocessing())
+        _write_json(asdict(updated), model_dir / INFO_FILE)
+    logger.info(
+        "validation Dice %.4f with %s (plain 0.5 threshold: %.4f); %s",
+        best["dice"], asdict(chosen), summary["gains"]["baseline_dice"],
+        f"stored in {model_dir / INFO_FILE}" if write else "not stored",
+    )
+    return summary
+
+
+def _write_json(payload: dict, path: Path) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=2) + "\n")
+    partial.replace(path)
