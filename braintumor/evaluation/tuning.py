@@ -1,9 +1,10 @@
-"""Choose a segmenter's mask settings on the validation patients and store them with the model.
+"""Choose a model's decision settings on the validation patients and store them with the model.
 
-The search covers the threshold, flip averaging and the minimum region size, scored by the mean
-per-patient Dice on the validation split. Test patients are never read. Each setting is kept only
-where it raises validation Dice: ties go to the plain setting (no flip, no region removal, the
-threshold nearest 0.5), and the gain of each setting on its own is recorded beside the choice.
+For a segmenter the search covers the threshold, flip averaging and the minimum region size,
+scored by the mean per-patient Dice. Each setting is kept only where it raises validation Dice:
+ties go to the plain setting (no flip, no region removal, the threshold nearest 0.5), and the gain
+of each setting on its own is recorded beside the choice. For a classifier it covers the
+probability threshold, scored by F1 over slices. Test patients are never read.
 """
 
 import itertools
@@ -21,6 +22,7 @@ from braintumor.postprocessing import MaskSettings, masks_from_probabilities, pi
 logger = logging.getLogger(__name__)
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+CLASSIFIER_THRESHOLDS = tuple(round(0.05 * step, 2) for step in range(2, 19))  # 0.1 to 0.9
 MIN_COMPONENT_PIXELS = (0, 16, 32, 64, 128, 256)
 TUNING_FILE = "tuning.json"
 
@@ -71,20 +73,27 @@ def single_change_gains(results: list[dict]) -> dict:
     }
 
 
+def search_classifier_threshold(labels, probability) -> list[dict]:
+    """Score each threshold of CLASSIFIER_THRESHOLDS by F1; best first, ties to the threshold nearest 0.5."""
+    results = [
+        {"threshold": threshold, **{key: metrics.classification_summary(labels, probability, threshold)[key] for key in ("f1", "precision", "recall")}}
+        for threshold in CLASSIFIER_THRESHOLDS
+    ]
+    results.sort(key=lambda result: (-round(result["f1"], 4), abs(result["threshold"] - 0.5)))
+    return results
+
+
 def tune(model_dir: str | Path, data: str | Path, write: bool = True) -> dict:
-    """Search the mask settings on the validation split and, with `write`, store the best in model_info.json.
+    """Search the decision settings on the validation split and, with `write`, store the best in model_info.json.
 
-    Writes `tuning.json` (the whole grid and the gains) into the model folder.
-
-    Raises:
-        ValueError: the model is not a segmenter.
+    Writes `tuning.json` (the whole search and, for a segmenter, the gains) into the model folder.
     """
     from braintumor.evaluation.report import predict_split
 
     model_dir = Path(model_dir)
     model, info = load_model(model_dir)
-    if info.task != "segment":
-        raise ValueError(f"{model_dir}: mask settings apply to segmenters, this is a '{info.task}' model")
+    if info.task == "classify":
+        return _tune_classifier(model, info, model_dir, data, write)
     rows, plain, true_masks = predict_split(model, "segment", data, "validation", flip_averaging=False)
     _, flipped, _ = predict_split(model, "segment", data, "validation", flip_averaging=True)
     patient_ids = rows["patient_id"].to_numpy()
@@ -109,6 +118,32 @@ def tune(model_dir: str | Path, data: str | Path, write: bool = True) -> dict:
         "validation Dice %.4f with %s (plain 0.5 threshold: %.4f); %s",
         best["dice"], asdict(chosen), summary["gains"]["baseline_dice"],
         f"stored in {model_dir / INFO_FILE}" if write else "not stored",
+    )
+    return summary
+
+
+def _tune_classifier(model, info, model_dir: Path, data, write: bool) -> dict:
+    from braintumor.evaluation.report import predict_split
+
+    rows, probability, _ = predict_split(model, "classify", data, "validation")
+    results = search_classifier_threshold(rows["label"].to_numpy(), probability)
+    best = results[0]
+    plain = next(result for result in results if result["threshold"] == 0.5)
+    summary = {
+        "split": "validation",
+        "n_patients": int(rows["patient_id"].nunique()),
+        "patients": sorted(rows["patient_id"].unique().tolist()),
+        "model_version": info.version,
+        "chosen": {"threshold": best["threshold"]},
+        "gains": {"baseline_f1": plain["f1"], f"threshold_{best['threshold']}": best["f1"] - plain["f1"]},
+        "grid": results,
+    }
+    _write_json(summary, model_dir / TUNING_FILE)
+    if write:
+        _write_json(asdict(replace(info, threshold=best["threshold"])), model_dir / INFO_FILE)
+    logger.info(
+        "validation F1 %.4f at threshold %.2f (0.5: %.4f); %s",
+        best["f1"], best["threshold"], plain["f1"], f"stored in {model_dir / INFO_FILE}" if write else "not stored",
     )
     return summary
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from braintumor.evaluation.tuning import search, single_change_gains
+from braintumor.evaluation.tuning import search, search_classifier_threshold, single_change_gains
 
 
 def _volume():
@@ -38,3 +38,11 @@ def test_gains_against_plain_threshold():
     assert np.isclose(gains["baseline_dice"], (patient_a + 1.0) / 2)
     assert np.isclose(gains["min_component_pixels_16"], 1.0 - gains["baseline_dice"])
     assert gains["flip_averaging"] == 0.0
+
+
+def test_classifier_threshold_maximises_f1():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probability = np.array([0.1, 0.2, 0.35, 0.4, 0.7, 0.9])
+    best = search_classifier_threshold(labels, probability)[0]
+    assert 0.35 < best["threshold"] <= 0.4
+    assert best["f1"] == 1.0
