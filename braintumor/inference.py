@@ -16,6 +16,8 @@ from braintumor.preprocessing.normalization import normalize_slices
 
 DEFAULT_SEGMENTER_RUN = "segment-unet"
 DEFAULT_CLASSIFIER_RUN = "classify-smallcnn"
+# Release models ship inside the package, with MODEL_CARD.md, in <RELEASE_ROOT>/{segmenter,classifier}.
+RELEASE_ROOT = Path(__file__).resolve().parent / "release"
 
 
 @dataclass
@@ -29,9 +31,17 @@ class SlicePredictions:
 
 
 def default_model_dirs() -> tuple[Path, Path]:
-    """Return the model folders of the default training runs under $BRAINTUMOR_OUTPUT (or ./outputs)."""
+    """Return the default segmenter and classifier folders.
+
+    Each is the release model shipped in the package when there is one, else the model of the
+    default training run under $BRAINTUMOR_OUTPUT (or ./outputs).
+    """
     runs = output_root() / "runs"
-    return runs / DEFAULT_SEGMENTER_RUN / "model", runs / DEFAULT_CLASSIFIER_RUN / "model"
+    defaults = []
+    for role, run in (("segmenter", DEFAULT_SEGMENTER_RUN), ("classifier", DEFAULT_CLASSIFIER_RUN)):
+        release = RELEASE_ROOT / role
+        defaults.append(release if (release / "model.keras").is_file() else runs / run / "model")
+    return defaults[0], defaults[1]
 
 
 class SlicePredictor:

@@ -55,6 +55,7 @@ def test_check_model_dir_other_normalisation(tmp_path):
 
 
 def test_resolved_fills_defaults_from_output_root(tmp_path, monkeypatch):
+    monkeypatch.setattr("braintumor.inference.RELEASE_ROOT", tmp_path / "no-release")
     _fake_model_dir(tmp_path / "runs/segment-unet/model")
     _fake_model_dir(tmp_path / "runs/classify-smallcnn/model", task="classify")
     monkeypatch.setenv("BRAINTUMOR_OUTPUT", str(tmp_path))
@@ -65,7 +66,21 @@ def test_resolved_fills_defaults_from_output_root(tmp_path, monkeypatch):
     assert resolved.classifier == str(tmp_path / "runs/classify-smallcnn/model")
 
 
+def test_resolved_prefers_release_models(tmp_path, monkeypatch):
+    monkeypatch.setattr("braintumor.inference.RELEASE_ROOT", tmp_path / "release")
+    _fake_model_dir(tmp_path / "release/segmenter")
+    _fake_model_dir(tmp_path / "release/classifier", task="classify")
+    _fake_model_dir(tmp_path / "runs/segment-unet/model")
+    monkeypatch.setenv("BRAINTUMOR_OUTPUT", str(tmp_path))
+
+    resolved = ServiceConfig().resolved()
+
+    assert resolved.segmenter == str(tmp_path / "release/segmenter")
+    assert resolved.classifier == str(tmp_path / "release/classifier")
+
+
 def test_resolved_without_classifier(tmp_path, monkeypatch):
+    monkeypatch.setattr("braintumor.inference.RELEASE_ROOT", tmp_path / "no-release")
     _fake_model_dir(tmp_path / "runs/segment-unet/model")
     monkeypatch.setenv("BRAINTUMOR_OUTPUT", str(tmp_path))
 
