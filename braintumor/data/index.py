@@ -62,7 +62,8 @@ def build_index(root: str | Path, workers: int = 8) -> IndexResult:
 
     Returns:
         The index, sorted by patient and then by integer slice number, and the files left out
-        (unreadable image or mask, missing mask, wrong size), each with its reason.
+        (unreadable image or mask, missing mask, wrong size, a name that is not UTF-8 or lacks a
+        slice number, a slice number already taken in that patient), each with its reason.
 
     Raises:
         FileNotFoundError: if `root` is not a folder or contains no slice at all.
@@ -105,13 +106,14 @@ def read_index(csv_path: str | Path) -> pd.DataFrame:
 
     Raises:
         FileNotFoundError: the CSV does not exist.
-        ValueError: a missing column, an empty or non-0/1 `mask` value, an empty path, or a
-            duplicated image path; the message names the column and the first bad rows.
+        ValueError: a file that is empty, not UTF-8 or not parseable as CSV. Also a missing
+            column, an empty or non-0/1 `mask` value, an empty path, a duplicated image path, or a
+            patient's slice number repeated, where the message names the column and the first bad rows.
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path}: index CSV not found")
-    frame = pd.read_csv(csv_path, dtype={"patient_id": str, "image_path": str, "mask_path": str})
+    frame = read_csv_table(csv_path, dtype={"patient_id": str, "image_path": str, "mask_path": str})
 
     missing = [column for column in INDEX_COLUMNS if column not in frame.columns]
     if missing:
@@ -135,6 +137,13 @@ def read_index(csv_path: str | Path) -> pd.DataFrame:
     for column in ("image_path", "mask_path"):
         frame[column] = [str(_resolve(csv_path.parent, path)) for path in frame[column]]
     frame["slice_number"] = [slice_number(path) for path in frame["image_path"]]
+    # Two files with one patient and slice number would count that slice twice in the patient's volume.
+    repeated = frame.index[frame.duplicated(["patient_id", "slice_number"])]
+    if len(repeated):
+        raise ValueError(
+            f"{csv_path}: patient_id and slice number repeated in {_rows(repeated)}; "
+            "each slice of a patient must appear once"
+        )
     frame = frame.sort_values(["patient_id", "slice_number"], kind="stable").reset_index(drop=True)
     return frame[INDEX_COLUMNS]
 
@@ -172,23 +181,60 @@ def write_index(frame: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
+def read_csv_table(path: str | Path, **read_csv_options) -> pd.DataFrame:
+    """Read a UTF-8 CSV with pandas, turning its parse errors into errors that name the file.
+
+    Raises:
+        ValueError: the file is empty, is not UTF-8 text, or has a row with more fields than the header.
+    """
+    try:
+        return pd.read_csv(path, encoding="utf-8", **read_csv_options)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the CSV file is empty; expected a header row and one row per slice") from None
+    except UnicodeDecodeError as error:
+        # Not the byte's offset: pandas decodes the file in chunks, so error.start counts from a chunk.
+        raise ValueError(f"{path}: not UTF-8 text (found the byte {error.object[error.start]:#04x}). Save the CSV as UTF-8.") from None
+    except pd.errors.ParserError as error:
+        raise ValueError(f"{path}: cannot parse the CSV ({str(error).strip()})") from None
+
+
 def _find_slices(root: Path) -> tuple[list[tuple[str, int, Path, Path]], list[SkippedFile]]:
     candidates, skipped = [], []
     for patient_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        first_with_number: dict[int, str] = {}
         for image_path in sorted(patient_dir.glob("*.tif")):
             if image_path.stem.endswith(MASK_SUFFIX):
+                continue
+            # Paths go into the index CSV and Parquet as UTF-8 text, so an undecodable name cannot be kept.
+            if not _is_utf8(str(image_path)):
+                displayed_path = str(image_path).encode("utf-8", "backslashreplace").decode("utf-8")
+                skipped.append(SkippedFile(displayed_path, "file or folder name is not valid UTF-8; rename it"))
                 continue
             try:
                 number = slice_number(image_path)
             except ValueError as error:
                 skipped.append(SkippedFile(str(image_path), str(error).split(": ", 1)[1]))
                 continue
+            if number in first_with_number:
+                reason = f"slice number {number} repeated (already taken by {first_with_number[number]})"
+                skipped.append(SkippedFile(str(image_path), reason))
+                continue
             mask_path = image_path.with_name(f"{image_path.stem}{MASK_SUFFIX}{image_path.suffix}")
             if not mask_path.is_file():
                 skipped.append(SkippedFile(str(image_path), f"mask not found (expected {mask_path.name})"))
                 continue
+            first_with_number[number] = image_path.name
             candidates.append((patient_dir.name, number, image_path, mask_path))
     return candidates, skipped
+
+
+def _is_utf8(text: str) -> bool:
+    # Python keeps the undecodable bytes of a file name as surrogates, which UTF-8 cannot encode.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_pair(candidate: tuple[str, int, Path, Path]) -> int | SkippedFile:

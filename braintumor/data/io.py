@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import tifffile
+from PIL import Image, UnidentifiedImageError
 
 SLICE_SHAPE = (256, 256, 3)
 MASK_SHAPE = (256, 256)
@@ -21,6 +22,8 @@ OTHER_SUFFIXES = (".png", ".jpg", ".jpeg")
 # A slice of this dataset is 256x256. Anything that declares more pixels than this is refused before
 # it is decoded, so a hostile header cannot make a reader allocate gigabytes.
 MAX_PIXELS = 4096 * 4096
+# Channels of the largest image any reader accepts (an RGBA mask whose colour channels are equal).
+MAX_CHANNELS = 4
 
 
 class SliceReadError(ValueError):
@@ -125,10 +128,20 @@ def _decode_tiff(data: bytes, name: str | Path) -> np.ndarray:
             if not tif.pages:
                 raise SliceReadError(name, "TIFF contains no image")
             page = tif.pages[0]
+            # These checks read the header only. Samples per pixel and depth multiply the decoded
+            # size of an allowed width and height, so the count of values is bounded too.
             if page.imagelength * page.imagewidth > MAX_PIXELS:
                 raise SliceReadError(
                     name, f"TIFF declares shape {page.shape}, over the limit of {MAX_PIXELS} pixels"
                 )
+            if page.size > MAX_PIXELS * MAX_CHANNELS:
+                raise SliceReadError(
+                    name,
+                    f"TIFF declares shape {page.shape}, over the limit of {MAX_PIXELS * MAX_CHANNELS} values "
+                    f"({MAX_PIXELS} pixels of {MAX_CHANNELS} channels)",
+                )
+            if page.dtype != np.uint8:
+                raise SliceReadError(name, f"expected 8-bit unsigned pixels (uint8), got {page.dtype}")
             return page.asarray()
     except SliceReadError:
         raise
@@ -137,8 +150,12 @@ def _decode_tiff(data: bytes, name: str | Path) -> np.ndarray:
 
 
 def _decode_with_opencv(data: bytes, name: str | Path) -> np.ndarray:
+    _check_declared_pixels(data, name)
     buffer = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:
+        raise SliceReadError(name, f"cannot decode the image ({error.err or error})") from None
     if image is None:
         raise SliceReadError(name, "not a readable PNG or JPEG image")
     if image.ndim == 3 and image.shape[2] == 3:
@@ -146,6 +163,19 @@ def _decode_with_opencv(data: bytes, name: str | Path) -> np.ndarray:
     elif image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
     return image
+
+
+def _check_declared_pixels(data: bytes, name: str | Path) -> None:
+    """Reject an image whose header declares more than MAX_PIXELS, before OpenCV allocates it."""
+    try:
+        with Image.open(io.BytesIO(data)) as header:  # parses the header only
+            width, height = header.size
+    except Image.DecompressionBombError as error:
+        raise SliceReadError(name, f"the image declares more than {MAX_PIXELS} pixels ({error})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise SliceReadError(name, "not a readable PNG or JPEG image") from None
+    if width * height > MAX_PIXELS:
+        raise SliceReadError(name, f"the image declares {width}x{height} pixels, over the limit of {MAX_PIXELS} pixels")
 
 
 def _channels_equal(image: np.ndarray) -> bool:

@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from braintumor.data.index import read_csv_table
 from braintumor.data.io import OTHER_SUFFIXES, TIFF_SUFFIXES
 
 FOLDER, ZIP, TAR, CSV = "folder", "zip", "tar", "csv"
@@ -159,7 +160,7 @@ def list_source(path: str | Path, exclude: str | Path | None = None) -> SourceLi
     Raises:
         FileNotFoundError: `path` does not exist.
         ValueError: `path` is a file but not a zip or tar archive or a CSV, an archive cannot be
-            read, or a CSV lacks a required column.
+            read, or a CSV cannot be parsed (empty, not UTF-8) or lacks a required column.
     """
     path = Path(path).resolve()
     if path.is_dir():
@@ -377,7 +378,7 @@ def _source_of(kind: str, container: Path, raw_name: str) -> str:
 
 
 def _list_csv(path: Path) -> SourceListing:
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = read_csv_table(path, dtype=str, keep_default_na=False)
     missing = [column for column in CSV_COLUMNS if column not in frame.columns]
     if missing:
         raise ValueError(
