@@ -1,0 +1,41 @@
+import numpy as np
+
+from braintumor.evaluation.detection import choose_combination, choose_min_area, combine, score_rules
+
+
+def test_min_area_separates_specks_from_tumours():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    areas = np.array([0, 5, 20, 60, 300, 900])  # empty slices with small false positives
+    assert choose_min_area(areas, labels) == 25
+
+
+def test_min_area_ties_go_to_smallest():
+    labels = np.array([0, 1])
+    areas = np.array([0, 1000])
+    assert choose_min_area(areas, labels) == 1
+
+
+def test_combination_picks_better_join():
+    labels = np.array([1, 1, 0, 0])
+    classifier = np.array([True, False, True, False])
+    segmenter = np.array([False, True, True, False])
+    assert choose_combination(classifier, segmenter, labels) == "or"  # OR misses none, adds one FP
+    labels_and = np.array([0, 0, 1, 0])
+    assert choose_combination(classifier, segmenter, labels_and) == "and"
+
+
+def test_combine_joins():
+    first, second = np.array([True, True, False]), np.array([True, False, False])
+    np.testing.assert_array_equal(combine(first, second, "and"), [True, False, False])
+    np.testing.assert_array_equal(combine(first, second, "or"), [True, True, False])
+
+
+def test_score_rules_counts():
+    labels = np.array([0, 0, 1, 1])
+    probability = np.array([0.1, 0.6, 0.7, 0.9])
+    areas = np.array([0, 0, 50, 400])
+    scores = score_rules(labels, probability, 0.5, areas, 25, "and")
+    assert scores["classifier"]["confusion_matrix"] == [[1, 1], [0, 2]]
+    assert scores["segmenter"]["confusion_matrix"] == [[2, 0], [0, 2]]
+    assert scores["combined"]["confusion_matrix"] == [[2, 0], [0, 2]]
+    assert scores["segmenter"]["roc_auc"] == 1.0
