@@ -18,15 +18,17 @@ WORKER_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to the Ray cluster at `address` (or $RAY_ADDRESS), or start a local one on 127.0.0.1.
+    """Join a running Ray cluster, or start a local one on 127.0.0.1.
 
-    Does nothing if Ray is already initialised in this process.
+    The cluster is found in this order: `address`, then $RAY_ADDRESS (which `ray job submit` sets
+    for the jobs it runs), then the cluster that `ray start` last started on this machine. Only a
+    new local instance uses `num_cpus`. Does nothing if Ray is already initialised in this process.
     """
     import ray
 
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = address or os.environ.get("RAY_ADDRESS") or _started_cluster_address()
     runtime_env = {"env_vars": dict(WORKER_ENV)}
     if address:
         logger.info("connecting to the Ray cluster at %s", address)
@@ -48,6 +50,15 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         configure_logging=True,
     )
     logger.info("started a local Ray instance on 127.0.0.1 with %s CPUs", ray.cluster_resources().get("CPU"))
+
+
+def _started_cluster_address() -> str | None:
+    """Return the GCS address of the cluster `ray start` last started on this machine, if any."""
+    # NOTE: a private Ray helper (ray 2.60). `ray.init()` without an address reads the same file
+    # and joins that cluster, but then rejects the local-only arguments that init_ray passes.
+    from ray._private.utils import read_ray_address
+
+    return read_ray_address()
 
 
 def setup_logging(verbose: bool = False) -> None:
