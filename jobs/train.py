@@ -35,7 +35,7 @@ def main() -> int:
     parser.add_argument("--weights", help="local weights file for a densenet121/resnet50 backbone (nothing is downloaded)")
     parser.add_argument("--workers", type=int, default=2, help="number of Ray Train workers (data-parallel replicas)")
     parser.add_argument("--gpus", type=int, default=0, help="train on N GPU workers, one GPU each (overrides --workers)")
-    parser.add_argument("--cpus-per-worker", type=float, help="CPUs reserved per worker (default: leave one CPU to Ray Data)")
+    parser.add_argument("--cpus-per-worker", type=float, help="CPUs reserved per worker (default: CPU workers share all CPUs of the cluster but one, which Ray Data gets; GPU workers 2 each)")
     parser.add_argument("--resume", help="checkpoint folder to continue from")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit-train", type=int, help="train on the first N training slices only (smoke tests)")

@@ -28,6 +28,10 @@ from braintumor.training.loop import CHECKPOINT_MODEL, MONITORS, TrainingState, 
 
 logger = logging.getLogger(__name__)
 
+# CPUs a GPU worker reserves by default: input feeding and the training loop's Python need few,
+# and GPU nodes of 4 vCPUs (an AWS g5.xlarge) keep the rest for Ray Data.
+GPU_WORKER_CPUS = 2.0
+
 
 @dataclass
 class TrainingResult:
@@ -131,7 +135,7 @@ def train(config: TrainConfig) -> TrainingResult:
     with best_checkpoint.as_directory() as folder:
         import tensorflow as tf
 
-        model = tf.keras.models.load_model(str(Path(folder) / CHECKPOINT_MODEL), compile=False)
+        model = tf.keras.models.load_model(str(Path(folder) / CHECKPOINT_MODEL), compile=False, safe_mode=True)
     info = ModelInfo(
         task=config.task,
         architecture=config.architecture,
@@ -157,14 +161,16 @@ def train(config: TrainConfig) -> TrainingResult:
 
 
 def _default_cpus_per_worker(config: TrainConfig) -> float:
-    """Leave one CPU of the cluster to Ray Data; on two cores that is half a CPU per worker.
+    """Return the CPUs each worker reserves unless --cpus-per-worker says otherwise.
 
-    A worker holding a whole CPU on a two-core machine starves the Ray Data tasks that feed it,
-    and the run waits forever without an error.
+    CPU workers share the cluster's CPUs but one, which stays free for Ray Data; on two cores that
+    is half a CPU per worker. A worker holding a whole CPU on a two-core machine starves the Ray
+    Data tasks that feed it, and the run waits forever without an error. A GPU worker reserves
+    GPU_WORKER_CPUS, so that it fits on any GPU node whatever the size of the cluster.
     """
     import ray
 
-    total = ray.cluster_resources().get("CPU", 1.0)
     if config.use_gpu:
-        return max(1.0, (total - 1) / config.num_workers)
+        return GPU_WORKER_CPUS
+    total = ray.cluster_resources().get("CPU", 1.0)
     return max(0.25, (total - 1) / config.num_workers)

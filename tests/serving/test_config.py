@@ -142,11 +142,11 @@ def test_serve_job_missing_model_exits_2(tmp_path):
     assert "jobs/train.py --task segment" in completed.stderr
 
 
-def test_cluster_config_validates():
+def test_serve_config_validates():
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    document = yaml.safe_load((REPO_ROOT / "braintumor/serving/cluster.yaml").read_text())
+    document = yaml.safe_load((REPO_ROOT / "braintumor/serving/serve_config.yaml").read_text())
 
     schema = ServeDeploySchema.model_validate(document)
     [application] = schema.applications
