@@ -4,7 +4,7 @@
 
 Batch scoring and serving load the release models when no model folder is given. Each model folder
 is checked (task, normalisation, loadable in Keras safe mode) and copied with its model_info.json
-and tuning.json; the two together must stay under the size limit that keeps the package small.
+and tuning.json. The two models together must stay under 30 MiB, so the package stays small.
 Write braintumor/release/MODEL_CARD.md by hand from the evaluation reports afterwards.
 """
 

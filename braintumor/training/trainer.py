@@ -161,7 +161,7 @@ def train(config: TrainConfig) -> TrainingResult:
 
 
 def _default_cpus_per_worker(config: TrainConfig) -> float:
-    """Return the CPUs each worker reserves unless --cpus-per-worker says otherwise.
+    """Return the CPUs each worker reserves when --cpus-per-worker is not given.
 
     CPU workers share the cluster's CPUs but one, which stays free for Ray Data; on two cores that
     is half a CPU per worker. A worker holding a whole CPU on a two-core machine starves the Ray
