@@ -166,7 +166,7 @@ def train_loop_per_worker(config_values: dict) -> None:
             with checkpoint.as_directory() as folder:
                 # NOTE: compile=False restores the weights but not Adam's moment estimates, which
                 # start again from zero after a resume.
-                model = tf.keras.models.load_model(str(Path(folder) / CHECKPOINT_MODEL), compile=False)
+                model = tf.keras.models.load_model(str(Path(folder) / CHECKPOINT_MODEL), compile=False, safe_mode=True)
                 state = TrainingState.load(folder)
             if rank == 0:
                 logger.info("resuming from a checkpoint after epoch %d", state.epochs_done)
