@@ -1,5 +1,5 @@
 # Set-up and the main commands. Each target installs what is missing first.
-#   make train   index, preprocess and train both models on the dataset folder, then evaluate them
+#   make train   index, preprocess and train both models on the dataset folder, tune and evaluate them
 #   make test    run the test suite (add PYTEST_ARGS='-m "not slow"' to skip the Ray Train runs)
 
 PYTHON ?= python3
@@ -23,10 +23,17 @@ $(VENV)/.installed: pyproject.toml
 preprocess: install
 	$(BIN)/python jobs/preprocess.py --data $(BRAINTUMOR_DATA) --output $(BRAINTUMOR_OUTPUT)
 
+RUNS := $(BRAINTUMOR_OUTPUT)/runs
+
+# Each model: train, choose its decision settings on the validation patients, then evaluate on the test patients.
 train: preprocess
 	$(BIN)/python jobs/explore.py --data $(BRAINTUMOR_DATA) --output $(BRAINTUMOR_OUTPUT)/overview
-	$(BIN)/python jobs/train.py --task segment --data $(BRAINTUMOR_OUTPUT)
-	$(BIN)/python jobs/train.py --task classify --data $(BRAINTUMOR_OUTPUT)
+	$(BIN)/python jobs/train.py --task segment --data $(BRAINTUMOR_OUTPUT) --no-evaluate
+	$(BIN)/python jobs/tune.py --model $(RUNS)/segment-unet/model --data $(BRAINTUMOR_OUTPUT)
+	$(BIN)/python jobs/evaluate.py --model $(RUNS)/segment-unet/model --data $(BRAINTUMOR_OUTPUT) --output $(RUNS)/segment-unet/evaluation
+	$(BIN)/python jobs/train.py --task classify --data $(BRAINTUMOR_OUTPUT) --no-evaluate
+	$(BIN)/python jobs/tune.py --model $(RUNS)/classify-smallcnn/model --data $(BRAINTUMOR_OUTPUT)
+	$(BIN)/python jobs/evaluate.py --model $(RUNS)/classify-smallcnn/model --data $(BRAINTUMOR_OUTPUT) --output $(RUNS)/classify-smallcnn/evaluation
 
 explore: install
 	$(BIN)/python jobs/explore.py --data $(BRAINTUMOR_DATA) --output $(BRAINTUMOR_OUTPUT)/overview
