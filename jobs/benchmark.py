@@ -1,0 +1,176 @@
+"""Measure training throughput of Ray Train against plain single-process `model.fit`, in one run.
+
+    python jobs/benchmark.py --data outputs --slices 512 --epochs 3
+
+Three paths train the same segmenter (U-Net, the training defaults) on the same first `--slices`
+training slices with the same global batch, one after the other on this machine:
+
+- plain: one process, `model.fit` on the slices held in memory as a tf.data pipeline, float32;
+- plain bf16: the same under the `mixed_bfloat16` Keras policy;
+- Ray Train: `jobs/train.py`'s path, `TensorflowTrainer` with `--workers` workers fed by Ray Data
+  from the Parquet shards, float32, with augmentation, tumour repeats and sequence dropping off.
+
+Each path runs `--epochs` epochs with `--validation-slices` validation slices. The first epoch
+(graph tracing, Ray start-up) is left out, and the median of the others is reported as training
+images per second. Prints a Markdown table and writes it with the raw figures to `--work`.
+"""
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from braintumor.cli import run_job
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="preprocessing output folder (default: $BRAINTUMOR_OUTPUT, else outputs)")
+    parser.add_argument("--work", default="/tmp/training-benchmark", help="folder for the Ray run and the results")
+    parser.add_argument("--slices", type=int, default=512, help="training slices per epoch")
+    parser.add_argument("--validation-slices", type=int, default=32, help="validation slices per epoch")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per path; the first is not counted")
+    parser.add_argument("--batch-size", type=int, default=16, help="slices per worker per step (global batch: this times --workers)")
+    parser.add_argument("--workers", type=int, default=2, help="Ray Train workers")
+    args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2, because the first epoch is not counted")
+
+    from braintumor.paths import output_root
+    from braintumor.runtime import setup_logging
+
+    setup_logging()
+    data = output_root(args.data)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    global_batch = args.batch_size * args.workers
+
+    results = {"slices": args.slices, "validation_slices": args.validation_slices, "global_batch": global_batch, "runs": []}
+    train, validation = load_slices(data, args.slices, args.validation_slices)
+    for precision in ("float32", "mixed_bfloat16"):
+        seconds = time_plain_fit(train, validation, global_batch, args.epochs, precision)
+        results["runs"].append(summarise(f"plain model.fit, {precision}", seconds, args.slices, global_batch))
+    seconds = time_ray_train(data, work, args)
+    results["runs"].append(summarise(f"Ray Train, {args.workers} workers, Ray Data, float32", seconds, args.slices, global_batch))
+
+    table = format_table(results)
+    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (work / "table.md").write_text(table)
+    print(table)
+    return 0
+
+
+def load_slices(data: Path, count: int, validation_count: int):
+    """Read the first slices of the train and validation Parquet splits into (images, masks) arrays."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from braintumor.preprocessing.pipeline import parquet_dir
+
+    arrays = []
+    for split, limit in (("train", count), ("validation", validation_count)):
+        table = pq.read_table(parquet_dir(data, split), columns=["image", "mask"]).slice(0, limit)
+        images = np.stack(table.column("image").to_numpy(zero_copy_only=False)).astype(np.float32)
+        masks = np.stack(table.column("mask").to_numpy(zero_copy_only=False)).astype(np.float32)
+        if len(images) < limit:
+            raise ValueError(f"{parquet_dir(data, split)}: {len(images)} slices, fewer than the {limit} requested")
+        arrays.append((images.reshape(-1, 256, 256, 3), masks.reshape(-1, 256, 256, 1)))
+    return arrays[0], arrays[1]
+
+
+def time_plain_fit(train, validation, global_batch: int, epochs: int, precision: str) -> list[float]:
+    """Return the seconds of each epoch of `model.fit` on in-memory slices under a Keras precision policy."""
+    import tensorflow as tf
+
+    from braintumor.training.config import TrainConfig
+    from braintumor.training.loop import build_model, compile_model
+
+    config = TrainConfig(task="segment")
+    tf.keras.mixed_precision.set_global_policy(precision)
+    try:
+        model = build_model(config)
+        compile_model(model, config, config.learning_rate)
+        batches = tf.data.Dataset.from_tensor_slices(train).batch(global_batch, drop_remainder=True).prefetch(2)
+        validation_batches = tf.data.Dataset.from_tensor_slices(validation).batch(global_batch)
+        timer = make_epoch_timer()
+        model.fit(batches, validation_data=validation_batches, epochs=epochs, callbacks=[timer], verbose=0)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    return timer.seconds
+
+
+def time_ray_train(data: Path, work: Path, args) -> list[float]:
+    """Return the seconds of each epoch of a Ray Train run, as its workers measured them."""
+    import shutil
+
+    from braintumor.training.config import TrainConfig
+    from braintumor.training.trainer import train
+
+    config = TrainConfig(
+        task="segment",
+        data=str(data),
+        output=str(work),
+        name="ray-train",
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        augment=False,
+        tumour_copies=0,
+        missing_sequence_rate=0.0,
+        limit_train=args.slices,
+        limit_validation=args.validation_slices,
+    )
+    shutil.rmtree(config.run_dir, ignore_errors=True)
+    started = time.perf_counter()
+    train(config)
+    history = json.loads((config.run_dir / "history.json").read_text())
+    print(f"Ray Train run: {time.perf_counter() - started:.0f} s end to end")
+    return history["seconds"]
+
+
+def make_epoch_timer():
+    """Return a Keras callback whose `seconds` lists the wall time of each epoch, validation included."""
+    import tensorflow as tf
+
+    class EpochTimer(tf.keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds, self.started = [], 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.started)
+
+    return EpochTimer()
+
+
+def summarise(path: str, seconds: list[float], slices: int, global_batch: int) -> dict:
+    images = (slices // global_batch) * global_batch
+    counted = seconds[1:]
+    median = statistics.median(counted)
+    return {"path": path, "epoch_seconds": [round(value, 2) for value in seconds], "median_epoch_s": round(median, 2),
+            "images_per_s": round(images / median, 2)}
+
+
+def format_table(results: dict) -> str:
+    baseline = results["runs"][0]["images_per_s"]
+    lines = [
+        f"{results['slices']} training and {results['validation_slices']} validation slices per epoch, global batch "
+        f"{results['global_batch']}; medians over epochs 2 and later (epoch times include validation).",
+        "",
+        "| path | epoch seconds | training images/s | ratio to plain float32 |",
+        "|---|---|---|---|",
+    ]
+    for run in results["runs"]:
+        lines.append(
+            f"| {run['path']} | {', '.join(str(value) for value in run['epoch_seconds'])} | {run['images_per_s']} | "
+            f"{run['images_per_s'] / baseline:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    run_job(main)

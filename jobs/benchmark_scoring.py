@@ -1,0 +1,325 @@
+"""Measure batch scoring against bare `model.predict`, and its peak memory, in one run.
+
+    python jobs/benchmark_scoring.py --data ../shared/data/lgg/kaggle_3m --work /tmp/scoring-benchmark
+
+Builds archives of N slices (the dataset's slices, repeated under new patient names when N is
+larger than the dataset) and then, one after the other on the same machine:
+
+- bare: the segmenter (with its stored mask settings) and the classifier on the first
+  `--throughput-slices` slices, decoded and normalised in memory beforehand, in batches of
+  `--batch-size` (only the model calls and mask making are timed);
+- job: `jobs/score.py` on a zip archive of the same slices, timed from process start to exit;
+- job on a zip and on a gzip-compressed tar archive of each of `--memory-slices`, for the peak
+  memory of the job's process tree. A tar archive is read as one stream by one read task, so it
+  is the case where a reader running ahead of the actors could pile up slices in memory.
+
+Memory is the resident set size (RSS) of the `jobs/score.py` process and all its descendants (the
+Ray processes it starts and their workers), sampled every 0.25 s from /proc, so Linux only. Pages
+that processes share, such as Ray's object store, count once per process that maps them, so the
+sum overstates the real use. The largest single process is reported too.
+
+Prints a Markdown table for docs/BENCHMARKS.md and writes it, with the raw figures, to the work folder.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+from braintumor.cli import run_job
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_INTERVAL_S = 0.25
+WORK_MARKER = ".scoring-benchmark"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="kaggle_3m folder (default: $BRAINTUMOR_DATA, else ../shared/data/lgg/kaggle_3m)")
+    parser.add_argument("--work", default="/tmp/scoring-benchmark", help="folder for the archives, outputs and results; emptied first if an earlier benchmark made it")
+    parser.add_argument("--segmenter", help="segmenter model folder (default: the trained default run if present, else an untrained one of the same size)")
+    parser.add_argument("--classifier", help="classifier model folder (default: as for --segmenter)")
+    parser.add_argument("--throughput-slices", type=int, default=2000, help="slices of the bare-versus-job comparison")
+    parser.add_argument("--memory-slices", type=int, nargs="+", default=[1000, 4000], help="archive sizes whose peak memory is measured")
+    parser.add_argument("--batch-size", type=int, default=32, help="slices per model call, in both paths")
+    parser.add_argument("--actors", type=int, default=1, help="model actors of the job")
+    args = parser.parse_args()
+
+    from braintumor.paths import data_root
+    from braintumor.runtime import setup_logging
+
+    setup_logging()
+    work = prepare_work_folder(Path(args.work))
+    data = data_root(args.data)
+    segmenter, classifier, models_used = resolve_models(args.segmenter, args.classifier, work / "models")
+    slices = sorted(path for path in data.glob("*/*.tif") if not path.stem.endswith("_mask"))
+
+    results = {"machine": describe_machine(), "models": models_used, "batch_size": args.batch_size, "actors": args.actors, "runs": []}
+    jobs = [("zip", size) for size in sorted({args.throughput_slices, *args.memory_slices})]
+    jobs += [("tar.gz", size) for size in sorted(args.memory_slices)]
+    for archive_format, size in jobs:
+        archive = write_archive(slices, size, work / f"slices-{size}.{archive_format}")
+        run = time_scoring_job(archive, work / f"scored-{archive_format}-{size}", segmenter, classifier, args.batch_size, args.actors)
+        results["runs"].append({"path": "job", "format": archive_format, "slices": size, **run})
+        print(f"job, {archive_format}, {size} slices: {json.dumps(run)}", file=sys.stderr)
+
+    results["same_labels"] = compare_labels(work, args.memory_slices)
+
+    bare = measure_bare_predict(slices, args.throughput_slices, segmenter, classifier, args.batch_size)
+    results["runs"].append({"path": "bare model.predict", "slices": args.throughput_slices, **bare})
+    print(f"bare, {args.throughput_slices} slices: {json.dumps(bare)}", file=sys.stderr)
+
+    table = format_table(results)
+    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (work / "table.md").write_text(table)
+    print(table)
+    return 0
+
+
+def prepare_work_folder(work: Path) -> Path:
+    """Empty and return the work folder, refusing to delete a non-empty folder this script did not make."""
+    marker = work / WORK_MARKER
+    if work.exists() and any(work.iterdir()) and not marker.exists():
+        raise ValueError(f"{work} is not empty and was not made by this benchmark. Pass an empty or new --work folder.")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    marker.write_text("made by jobs/benchmark_scoring.py; emptied by its next run\n")
+    return work
+
+
+def resolve_models(segmenter: str | None, classifier: str | None, folder: Path) -> tuple[Path, Path, str]:
+    """Return the segmenter and classifier folders to use and a sentence saying which they are.
+
+    Each model is the one given, else the default training run's if it exists, else an untrained
+    one of the default training size saved to `folder`. An untrained model costs the same to run as
+    a trained one, which is all a speed benchmark needs.
+    """
+    from braintumor.inference import default_model_dirs
+    from braintumor.models.classification import build_classifier
+    from braintumor.models.io import ModelInfo, save_model
+    from braintumor.models.segmentation import build_segmenter
+    from braintumor.preprocessing.normalization import NORMALIZATION
+
+    builders = {"segment": (build_segmenter, "unet"), "classify": (build_classifier, "smallcnn")}
+    chosen, described = [], []
+    for task, given, trained in zip(("segment", "classify"), (segmenter, classifier), default_model_dirs()):
+        if given:
+            chosen.append(Path(given).resolve())
+            described.append(f"{task}: given, {given}")
+        elif (trained / "model.keras").is_file():
+            chosen.append(trained.resolve())
+            described.append(f"{task}: trained, {trained}")
+        else:
+            build, architecture = builders[task]
+            info = ModelInfo(task=task, architecture=architecture, normalization=NORMALIZATION, input_size=128, version="untrained-benchmark")
+            chosen.append(save_model(build(), info, folder / task))
+            described.append(f"{task}: untrained {architecture} of the default training size (128x128 inside, 16 base filters)")
+    return chosen[0], chosen[1], "; ".join(described)
+
+
+def write_archive(slices: list[Path], count: int, target: Path) -> Path:
+    """Write a zip or .tar.gz of `count` slices. Repeats go under patient folders named `<patient>-copy<k>`."""
+    members = []
+    for index in range(count):
+        image = slices[index % len(slices)]
+        copy = index // len(slices)
+        patient = image.parent.name if copy == 0 else f"{image.parent.name}-copy{copy}"
+        members.append((image, f"{patient}/{image.name}"))
+
+    if target.name.endswith(".tar.gz"):
+        with tarfile.open(target, "w:gz") as archive:
+            for image, name in members:
+                archive.add(image, name)
+    else:
+        # Stored, not deflated: the slices are compressed TIFFs already.
+        with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as archive:
+            for image, name in members:
+                archive.write(image, name)
+    return target
+
+
+def time_scoring_job(archive: Path, output: Path, segmenter: Path, classifier: Path, batch_size: int, actors: int) -> dict:
+    """Run jobs/score.py on `archive` and return its wall time, slices per second and peak memory."""
+    command = [
+        sys.executable, str(REPO_ROOT / "jobs" / "score.py"), "--input", str(archive), "--output", str(output),
+        "--segmenter", str(segmenter), "--classifier", str(classifier), "--batch-size", str(batch_size), "--actors", str(actors),
+    ]
+    log = output.with_suffix(".log")
+    started = time.perf_counter()
+    with log.open("w") as log_file:
+        job = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+        sampler = MemorySampler(job.pid)
+        sampler.start()
+        status = job.wait()
+        sampler.stop()
+    wall = time.perf_counter() - started
+    if status != 0:
+        raise RuntimeError(f"{' '.join(command)} failed with exit status {status}, see {log}")
+
+    summary = json.loads((output / "summary.json").read_text())
+    return {
+        "wall_s": round(wall, 1),
+        "slices_per_s": round(summary["scored"] / wall, 2),
+        "job_s": round(summary["seconds"], 1),
+        "steady_slices_per_s": steady_rate(output),
+        "peak_rss_tree_mib": round(sampler.peak_total / 2**20),
+        "peak_rss_process_mib": round(sampler.peak_single / 2**20),
+    }
+
+
+def steady_rate(output: Path) -> float:
+    """Slices per second between the first and the last part file written, once models are loaded."""
+    import pyarrow.parquet as pq
+
+    parts = sorted((path.stat().st_mtime, pq.read_metadata(path).num_rows) for path in (output / ".parts").glob("*.parquet"))
+    if len(parts) < 2 or parts[-1][0] == parts[0][0]:
+        return float("nan")
+    return round(sum(rows for _, rows in parts[1:]) / (parts[-1][0] - parts[0][0]), 2)
+
+
+def measure_bare_predict(slices: list[Path], count: int, segmenter: Path, classifier: Path, batch_size: int) -> dict:
+    """Time the two models' `predict` on `count` slices already decoded and normalised in memory."""
+    import numpy as np
+
+    from braintumor.data.io import read_slice
+    from braintumor.models.io import load_model
+    from braintumor.postprocessing import mask_settings, segment
+    from braintumor.preprocessing.normalization import normalize_slices
+
+    segmentation_model, segmentation_info = load_model(segmenter)
+    classification_model, _ = load_model(classifier)
+    # The job applies the segmenter's stored mask settings, flip averaging included, so this does too.
+    settings = mask_settings(segmentation_info)
+    inputs = np.empty((count, 256, 256, 3), dtype=np.float32)
+    for index in range(count):
+        inputs[index] = normalize_slices(read_slice(slices[index % len(slices)]))
+    # One warm-up batch, as the job's actor also traces its functions before its first part file.
+    segment(segmentation_model, inputs[:batch_size], settings)
+    classification_model.predict_on_batch(inputs[:batch_size])
+
+    started = time.perf_counter()
+    for start in range(0, count, batch_size):
+        batch = inputs[start : start + batch_size]
+        segment(segmentation_model, batch, settings)
+        classification_model.predict_on_batch(batch)
+    seconds = time.perf_counter() - started
+    return {"wall_s": round(seconds, 1), "slices_per_s": round(count / seconds, 2)}
+
+
+def compare_labels(work: Path, sizes: list[int]) -> dict:
+    """Check that the zip and the tar.gz run of each size wrote the same labels table, row for row."""
+    import pandas as pd
+
+    same = {}
+    for size in sizes:
+        tables = []
+        for archive_format in ("zip", "tar.gz"):
+            table = pd.read_csv(work / f"scored-{archive_format}-{size}" / "labels.csv")
+            tables.append(table.drop(columns=["source"]).sort_values("member").reset_index(drop=True))
+        same[str(size)] = bool(tables[0].equals(tables[1]))
+        print(f"{size} slices: zip and tar.gz labels tables {'identical' if same[str(size)] else 'DIFFERENT'}", file=sys.stderr)
+    return same
+
+
+class MemorySampler:
+    """Sampler, in a thread, of the summed and the largest RSS of a process and its descendants."""
+
+    def __init__(self, root_pid: int):
+        self.root_pid = root_pid
+        self.peak_total = 0
+        self.peak_single = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            sizes = [rss_bytes(pid) for pid in descendants(self.root_pid)]
+            self.peak_total = max(self.peak_total, sum(sizes))
+            self.peak_single = max(self.peak_single, max(sizes, default=0))
+            self._stop.wait(SAMPLE_INTERVAL_S)
+
+
+def descendants(root_pid: int) -> list[int]:
+    """Return `root_pid` and every process below it, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # The command name in brackets may contain spaces. The parent pid is the 2nd field after it.
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry))
+    found, pending = [], [root_pid]
+    while pending:
+        pid = pending.pop()
+        found.append(pid)
+        pending.extend(children.get(pid, []))
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def describe_machine() -> str:
+    import tensorflow as tf
+
+    import ray
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    return (
+        f"{os.cpu_count()} CPU cores ({cpu}), {memory_gib:.0f} GiB RAM, {gpus} GPU(s) visible to TensorFlow; "
+        f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Ray {ray.__version__}"
+    )
+
+
+def format_table(results: dict) -> str:
+    bare = next(run for run in results["runs"] if run["path"] == "bare model.predict")
+    lines = [
+        f"Machine: {results['machine']}. Models: {results['models']}. Batch size {results['batch_size']}, "
+        f"{results['actors']} actor(s). Labels tables of the zip and tar.gz runs identical, by size: "
+        f"{', '.join(f'{size}: {same}' for size, same in results['same_labels'].items())}.",
+        "",
+        "| path | slices | wall s | slices/s | of bare | steady slices/s | peak RSS, process tree | peak RSS, largest process |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| bare model.predict (in memory) | {bare['slices']} | {bare['wall_s']} | {bare['slices_per_s']} | 1.00 | | | |",
+    ]
+    for run in results["runs"]:
+        if run["path"] != "job":
+            continue
+        ratio = run["slices_per_s"] / bare["slices_per_s"]
+        lines.append(
+            f"| jobs/score.py ({run['format']}) | {run['slices']} | {run['wall_s']} | {run['slices_per_s']} | {ratio:.2f} | "
+            f"{run['steady_slices_per_s']} | {run['peak_rss_tree_mib']} MiB | {run['peak_rss_process_mib']} MiB |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    run_job(main)
