@@ -55,6 +55,7 @@ def train(config: TrainConfig) -> TrainingResult:
     import ray
     import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.data.expressions import col
     from ray.train.tensorflow import TensorflowTrainer
 
     from braintumor.runtime import WORKER_ENV, init_ray
@@ -86,7 +87,7 @@ def train(config: TrainConfig) -> TrainingResult:
     if config.tumour_copies:
         # Tumour slices are about a third of the training slices; repeating them gives the
         # segmenter more tumour pixels per epoch without changing the validation data.
-        tumour = datasets["train"].filter(expr="label == 1")
+        tumour = datasets["train"].filter(expr=col("label") == 1)
         datasets["train"] = datasets["train"].union(*[tumour] * config.tumour_copies)
     datasets["train"] = datasets["train"].randomize_block_order(seed=None)
     if config.limit_validation:
