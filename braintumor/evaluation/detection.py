@@ -9,7 +9,6 @@
 Every choice is made on the validation split; the test split is only scored.
 """
 
-import json
 import logging
 from pathlib import Path
 
@@ -65,7 +64,7 @@ def score_rules(labels, classifier_probability, classifier_threshold, areas, min
 
 def compare_detection(segmenter_dir, classifier_dir, data, output) -> dict:
     """Choose the segmenter's area and the join on validation, score all three rules on test, write detection.json."""
-    from braintumor.evaluation.report import predict_split
+    from braintumor.evaluation.report import predict_split, write_json
 
     segmenter, segmenter_info = load_model(segmenter_dir)
     classifier, classifier_info = load_model(classifier_dir)
@@ -97,9 +96,7 @@ def compare_detection(segmenter_dir, classifier_dir, data, output) -> dict:
     }
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    partial = output / f"{DETECTION_FILE}.partial"
-    partial.write_text(json.dumps(report, indent=2) + "\n")
-    partial.replace(output / DETECTION_FILE)
+    write_json(report, output / DETECTION_FILE)
     for rule, summary in report["test"].items():
         logger.info("test detection by %s: F1 %.3f, precision %.3f, recall %.3f", rule, summary["f1"], summary["precision"], summary["recall"])
     return report

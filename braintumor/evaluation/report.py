@@ -87,7 +87,7 @@ def evaluate(
 
     rows.drop(columns=["image_path"]).to_csv(output / "predictions.csv", index=False)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    _write_json(report, output / "metrics.json")
+    write_json(report, output / "metrics.json")
     logger.info("evaluation on %d %s slices of %d patients: %s", len(rows), split, report["n_patients"], _headline(report))
     return report
 
@@ -179,7 +179,8 @@ def _headline(report: dict) -> str:
     return f"ROC AUC {auc}, F1 {c['f1']:.3f}, accuracy {c['accuracy']:.3f}"
 
 
-def _write_json(payload: dict, path: Path) -> None:
+def write_json(payload: dict, path: Path) -> None:
+    """Write `payload` as indented JSON to a temporary name, then rename it to `path`."""
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
     partial.replace(path)

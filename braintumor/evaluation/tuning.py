@@ -8,7 +8,6 @@ probability threshold, scored by F1 over slices. Test patients are never read.
 """
 
 import itertools
-import json
 import logging
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from braintumor.evaluation import metrics
+from braintumor.evaluation.report import write_json
 from braintumor.models.io import INFO_FILE, load_model
 from braintumor.postprocessing import MaskSettings, masks_from_probabilities, pixel_probabilities
 
@@ -110,10 +110,10 @@ def tune(model_dir: str | Path, data: str | Path, write: bool = True) -> dict:
         "gains": single_change_gains(results),
         "grid": results,
     }
-    _write_json(summary, model_dir / TUNING_FILE)
+    write_json(summary, model_dir / TUNING_FILE)
     if write:
         updated = replace(info, threshold=chosen.threshold, postprocessing=chosen.postprocessing())
-        _write_json(asdict(updated), model_dir / INFO_FILE)
+        write_json(asdict(updated), model_dir / INFO_FILE)
     logger.info(
         "validation Dice %.4f with %s (plain 0.5 threshold: %.4f); %s",
         best["dice"], asdict(chosen), summary["gains"]["baseline_dice"],
@@ -138,17 +138,11 @@ def _tune_classifier(model, info, model_dir: Path, data, write: bool) -> dict:
         "gains": {"baseline_f1": plain["f1"], f"threshold_{best['threshold']}": best["f1"] - plain["f1"]},
         "grid": results,
     }
-    _write_json(summary, model_dir / TUNING_FILE)
+    write_json(summary, model_dir / TUNING_FILE)
     if write:
-        _write_json(asdict(replace(info, threshold=best["threshold"])), model_dir / INFO_FILE)
+        write_json(asdict(replace(info, threshold=best["threshold"])), model_dir / INFO_FILE)
     logger.info(
         "validation F1 %.4f at threshold %.2f (0.5: %.4f); %s",
         best["f1"], best["threshold"], plain["f1"], f"stored in {model_dir / INFO_FILE}" if write else "not stored",
     )
     return summary
-
-
-def _write_json(payload: dict, path: Path) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2) + "\n")
-    partial.replace(path)

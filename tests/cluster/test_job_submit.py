@@ -106,8 +106,8 @@ def ray_head():
         {
             # The node, its workers and TF_CONFIG use 127.0.0.1 only with this set before Ray starts.
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-            # Ray 2.60's `ray start` turns token authentication on; a token of this test's own
-            # keeps ~/.ray/auth_token out of it, and the job client must send the same token.
+            # Ray 2.60's `ray start` turns token authentication on. A token of this test's own
+            # keeps ~/.ray/auth_token out of it, and the job client sends the same token.
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": secrets.token_hex(32),
             # Jobs run `python` from the PATH of the head, so it must be this interpreter.
@@ -231,7 +231,7 @@ def test_score_job_scores_slices(ray_head, score_job):
 
 
 def test_upload_leaves_out_ignored_folders(ray_head, preprocess_job):
-    # Ray packs the working dir without what .gitignore lists; the package must stay far below
+    # Ray packs the working dir without what .gitignore lists. The package must stay far below
     # Ray's upload limit, so the virtual environment and outputs/ must not be in it.
     _ = preprocess_job
     packages = [path for path in (ray_head.temp_dir / "session_latest" / "runtime_resources" / "working_dir_files").glob("*") if path.is_dir()]
