@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from braintumor.serving.loadtest import Payload, run_load_test
+from actor_pids import alive_actor_pids
 
 APP = "braintumor-fault"
 REQUESTS = 300
@@ -17,15 +18,8 @@ RECOVERY_TIMEOUT_S = 120
 
 
 def _replica_pids() -> list[int]:
-    # NOTE: ray._private.state is private (ray 2.60); it lists actor PIDs without the dashboard,
-    # which the test cluster runs without. Serve names replica actors ServeReplica:<app>:<deployment>.
-    from ray._private import state
-
-    return [
-        actor["Pid"]
-        for actor in state.actors().values()
-        if actor["ActorClassName"].startswith(f"ServeReplica:{APP}:") and actor["State"] == "ALIVE" and actor["Pid"]
-    ]
+    # Serve names replica actors ServeReplica:<app>:<deployment>.
+    return alive_actor_pids(f"ServeReplica:{APP}:")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pytest
 import braintumor  # noqa: F401  (selects tf-keras before TensorFlow is imported)
 
 from braintumor.training.config import TrainConfig
+from actor_pids import alive_actor_pids
 from braintumor.training.loop import TrainingState
 from braintumor.training.trainer import train
 
@@ -19,15 +20,7 @@ WAIT_FOR_CHECKPOINT_S = 600
 
 
 def _alive_worker_pids() -> list[int]:
-    # NOTE: ray._private.state is private (ray 2.60); it is the one place that lists actor PIDs
-    # without the dashboard, which the test cluster runs without.
-    from ray._private import state
-
-    return [
-        actor["Pid"]
-        for actor in state.actors().values()
-        if actor["ActorClassName"] == "RayTrainWorker" and actor["State"] == "ALIVE" and actor["Pid"]
-    ]
+    return alive_actor_pids("RayTrainWorker")
 
 
 def _checkpoint_folders(checkpoints) -> list:
