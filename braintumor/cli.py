@@ -6,11 +6,13 @@ from collections.abc import Callable
 
 from braintumor.data.io import SliceReadError
 from braintumor.models.io import ModelLoadError
+from braintumor.s3 import S3Error
 
 logger = logging.getLogger("braintumor")
 
-# Errors a user can fix (a wrong path, a bad CSV, a missing step): shown as one line, exit status 2.
-USER_ERRORS = (FileNotFoundError, ValueError, SliceReadError, ModelLoadError)
+# Errors a user can fix (a wrong path, a bad CSV, a missing step, an S3 object or permission): shown as
+# one line, exit status 2.
+USER_ERRORS = (FileNotFoundError, ValueError, SliceReadError, ModelLoadError, S3Error)
 
 
 def run_job(main: Callable[[], int | None]) -> None:

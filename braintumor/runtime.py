@@ -16,6 +16,17 @@ logger = logging.getLogger(__name__)
 
 WORKER_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
+# S3 settings that are not secrets, passed from the driver to every worker, so that workers on
+# other nodes use the same S3-compatible endpoint. Credentials are not passed: each node finds
+# its own through the AWS credential chain (an instance role on a cluster).
+FORWARDED_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+def worker_env() -> dict[str, str]:
+    """Return the environment variables every Ray worker of a braintumor job gets."""
+    forwarded = {name: os.environ[name] for name in FORWARDED_VARIABLES if os.environ.get(name)}
+    return dict(WORKER_ENV, **forwarded)
+
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join a running Ray cluster, or start a local one on 127.0.0.1.
@@ -29,7 +40,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or _started_cluster_address()
-    runtime_env = {"env_vars": dict(WORKER_ENV)}
+    runtime_env = {"env_vars": worker_env()}
     if address:
         logger.info("connecting to the Ray cluster at %s", address)
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)

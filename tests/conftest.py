@@ -1,6 +1,10 @@
 """Fixtures shared by the test suite: the shared LGG data, one local Ray instance and tiny fake datasets."""
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +15,28 @@ import braintumor  # noqa: F401  (sets TF_USE_LEGACY_KERAS before any test impor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LGG_ROOT = REPO_ROOT / "../shared/data/lgg/kaggle_3m"
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# The S3 tests talk to a moto server on 127.0.0.1. Its endpoint and fake credentials are set before
+# any test starts Ray, so that Ray workers inherit them. Instance metadata lookups are turned off:
+# boto3 would otherwise try 169.254.169.254 when it looks for credentials.
+S3_PORT = _free_loopback_port()
+os.environ.update(
+    AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{S3_PORT}",
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_EC2_METADATA_DISABLED="true",
+    AWS_CONFIG_FILE=os.devnull,
+    AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+)
+for _variable in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
+    os.environ.pop(_variable, None)
 
 # Five real patients of 20 slices each, every one with tumour slices, so a 70/10/20 split of them
 # gives 3 / 1 / 1 patients and each split contains tumour slices.
@@ -50,6 +76,47 @@ def ray_local():
     init_ray(num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+def start_moto_server(port: int, extra_env: dict | None = None) -> subprocess.Popen:
+    """Start moto's S3-compatible server on 127.0.0.1:`port` and wait until it answers."""
+    env = dict(os.environ, **(extra_env or {}))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto server exited with status {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"moto server did not listen on 127.0.0.1:{port} within 60 s")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1 for the session; returns its endpoint URL."""
+    pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (pip install -e '.[test]')")
+    process = start_moto_server(S3_PORT)
+    yield os.environ["AWS_ENDPOINT_URL_S3"]
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A new empty bucket on the test S3 server; returns its s3:// URI."""
+    from braintumor import s3
+
+    name = "test-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    name = f"{name}-{os.urandom(3).hex()}"
+    s3.client().create_bucket(Bucket=name)
+    return f"s3://{name}"
 
 
 def write_fake_patient(

@@ -58,7 +58,7 @@ def train(config: TrainConfig) -> TrainingResult:
     from ray.data.expressions import col
     from ray.train.tensorflow import TensorflowTrainer
 
-    from braintumor.runtime import WORKER_ENV, init_ray
+    from braintumor.runtime import init_ray, worker_env
 
     started = time.perf_counter()
     folders = {split: parquet_dir(config.data, split) for split in ("train", "validation")}
@@ -118,7 +118,7 @@ def train(config: TrainConfig) -> TrainingResult:
                 num_to_keep=1, checkpoint_score_attribute=monitor, checkpoint_score_order=mode
             ),
             failure_config=FailureConfig(max_failures=2),
-            worker_runtime_env={"env_vars": dict(WORKER_ENV)},
+            worker_runtime_env={"env_vars": worker_env()},
         ),
         datasets=datasets,
     )
