@@ -1,9 +1,13 @@
 """The Ray Data stages of batch scoring: read and decode, then score on a pool of model actors.
 
-The read stage reads and decodes the slices with the checks of `braintumor.data.io`, so zip and
-tar members are read there and actors never open the archive. Each `SliceScorer` actor loads the
-models once, normalises a batch with the training normalisation, predicts, and writes one mask
-PNG per slice and then the batch's part file, in that order.
+The read stage reads each slice's encoded bytes, so zip and tar members are read there and actors
+never open the archive. Each `SliceScorer` actor loads the models once, decodes a batch with the
+checks of `braintumor.data.io`, normalises it with the training normalisation, predicts, and
+writes one mask PNG per slice and then the batch's part file, in that order.
+
+Decoding happens in the actor, between two model calls, rather than in the read stage. A read task
+that decodes while TensorFlow runs takes a core from one of its threads, and every operation of the
+model then waits for that thread.
 """
 
 import functools
@@ -33,12 +37,12 @@ READ_CPUS = 0.5
 # task, because it can only be read from start to end.
 BLOCKS_PER_READ_TASK = 4
 MIN_BLOCK_BYTES = 2**20
-# Decoded batches the object store may hold at once: enough for each actor to have its next batch
+# Batches the object store may hold at once: enough for each actor to have its next batch
 # ready while it works, and few enough that the memory stays the same for any input size.
 BATCHES_IN_FLIGHT_PER_ACTOR = 4
 MIN_BATCHES_IN_FLIGHT = 8
-# `pixels` contains a decoded (256, 256, 3) uint8 slice in C order, or null with the reason in `read_error`.
-BLOCK_SCHEMA = pa.schema([("member", pa.string()), ("pixels", pa.binary()), ("read_error", pa.string())])
+# `data` contains the slice file's encoded bytes, or null with the reason in `read_error`.
+BLOCK_SCHEMA = pa.schema([("member", pa.string()), ("data", pa.binary()), ("read_error", pa.string())])
 SLICE_BYTES = int(np.prod(SLICE_SHAPE))
 
 
@@ -150,27 +154,21 @@ class SliceBytesDatasource(Datasource):
 
 
 def _read_blocks(kind: str, container: str, entries: list[SliceEntry], rows_per_block: int):
-    """Yield Arrow blocks of `rows_per_block` rows with each slice's decoded pixels or the reason it failed."""
-    rows = {"member": [], "pixels": [], "read_error": []}
+    """Yield Arrow blocks of `rows_per_block` rows with each slice's bytes or the reason it could not be read."""
+    rows = {"member": [], "data": [], "read_error": []}
     for entry, data, read_error in iter_slice_bytes(kind, container, entries):
-        pixels = None
-        if read_error is None:
-            try:
-                pixels = decode_slice(data, entry.member).tobytes()
-            except SliceReadError as error:
-                read_error = error.reason
         rows["member"].append(entry.member)
-        rows["pixels"].append(pixels)
+        rows["data"].append(data if read_error is None else None)
         rows["read_error"].append(read_error)
         if len(rows["member"]) == rows_per_block:
             yield pa.table(rows, schema=BLOCK_SCHEMA)
-            rows = {"member": [], "pixels": [], "read_error": []}
+            rows = {"member": [], "data": [], "read_error": []}
     if rows["member"]:
         yield pa.table(rows, schema=BLOCK_SCHEMA)
 
 
 class SliceScorer:
-    """Ray Data actor: scores a batch of decoded slices, writes their masks, then the batch's part file."""
+    """Ray Data actor: decodes and scores a batch of slices, writes their masks, then the batch's part file."""
 
     def __init__(
         self, segmenter_dir: str, classifier_dir: str | None, storage: OutputStorage, run_id: str, batch_size: int
@@ -186,12 +184,16 @@ class SliceScorer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         members, images, failures = [], [], []
-        for member, pixels, read_error in zip(batch["member"], batch["pixels"], batch["read_error"]):
+        for member, data, read_error in zip(batch["member"], batch["data"], batch["read_error"]):
             if read_error is not None:
                 failures.append((member, read_error))
                 continue
+            try:
+                images.append(decode_slice(data, member))
+            except SliceReadError as error:
+                failures.append((member, error.reason))
+                continue
             members.append(member)
-            images.append(np.frombuffer(pixels, dtype=np.uint8).reshape(SLICE_SHAPE))
 
         rows = {column: [] for column in ("member", "status", "tumour_probability", "label", "tumour_area_pixels", "reason")}
         if images:
