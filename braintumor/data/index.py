@@ -3,9 +3,12 @@
 The index CSV has the columns `patient_id, image_path, mask_path, mask`, where `mask` is 1 when the
 slice's mask contains at least one tumour pixel. It is built from a `kaggle_3m`-style folder
 (`<patient>/<patient>_<n>.tif` beside `<patient>_<n>_mask.tif`) or read from an existing CSV.
+The folder, the CSV and the files it lists may also be in S3, given as `s3://bucket/key` URIs.
 """
 
+import io
 import logging
+import posixpath
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -13,12 +16,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from braintumor import locations, s3
 from braintumor.data.io import SliceReadError, read_mask, read_slice
 
 logger = logging.getLogger(__name__)
 
 INDEX_COLUMNS = ["patient_id", "image_path", "mask_path", "mask"]
 MASK_SUFFIX = "_mask"
+SLICE_SUFFIX = ".tif"
 _SLICE_NUMBER = re.compile(r"_(\d+)$")
 
 
@@ -57,7 +62,7 @@ def build_index(root: str | Path, workers: int = 8) -> IndexResult:
     """Index a `kaggle_3m`-style folder, reading every slice and mask once to check it.
 
     Args:
-        root: folder with one sub-folder per patient.
+        root: folder, or `s3://` prefix, with one sub-folder per patient.
         workers: threads that read files (decoding releases the GIL).
 
     Returns:
@@ -66,14 +71,13 @@ def build_index(root: str | Path, workers: int = 8) -> IndexResult:
         slice number, a slice number already taken in that patient), each with its reason.
 
     Raises:
-        FileNotFoundError: if `root` is not a folder or contains no slice at all.
+        FileNotFoundError: if `root` is not a folder (an S3 prefix without objects) or contains no
+            slice at all.
+        s3.S3Error: the bucket of an S3 `root` is missing or cannot be read.
     """
     # Absolute paths keep the index CSV valid wherever it is written and read.
-    root = Path(root).resolve()
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: not a folder; expected one sub-folder of .tif slices per patient")
-
-    candidates, skipped = _find_slices(root)
+    root = str(root).rstrip("/") if s3.is_s3(root) else Path(root).resolve()
+    candidates, skipped = _find_slices(_patient_folders(root))
     if not candidates and not skipped:
         raise FileNotFoundError(f"{root}: no '<patient>/<patient>_<n>.tif' slices found")
 
@@ -99,19 +103,22 @@ def build_index(root: str | Path, workers: int = 8) -> IndexResult:
 
 
 def read_index(csv_path: str | Path) -> pd.DataFrame:
-    """Read an index CSV and check its columns and values.
+    """Read an index CSV, a local file or an S3 object, and check its columns and values.
 
-    Relative image and mask paths are taken relative to the CSV's folder. Rows are sorted by
-    patient and integer slice number. Files are not opened here; readers report them later.
+    Relative image and mask paths are taken relative to the CSV's folder (its key prefix in S3).
+    `s3://` URIs and absolute paths are kept as written. Rows are sorted by patient and integer
+    slice number. Files are not opened here; readers report them later.
 
     Raises:
         FileNotFoundError: the CSV does not exist.
         ValueError: a file that is empty, not UTF-8 or not parseable as CSV. Also a missing
-            column, an empty or non-0/1 `mask` value, an empty path, a duplicated image path, or a
-            patient's slice number repeated, where the message names the column and the first bad rows.
+            column, an empty or non-0/1 `mask` value, an empty path, a duplicated image path, a
+            relative path that leaves the bucket, or a patient's slice number repeated, where the
+            message names the column and the first bad rows.
+        s3.S3Error: the CSV's bucket is missing or cannot be read.
     """
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
+    csv_path = locations.as_location(csv_path)
+    if not locations.is_file(csv_path):
         raise FileNotFoundError(f"{csv_path}: index CSV not found")
     frame = read_csv_table(csv_path, dtype={"patient_id": str, "image_path": str, "mask_path": str})
 
@@ -135,7 +142,7 @@ def read_index(csv_path: str | Path) -> pd.DataFrame:
     frame = frame[INDEX_COLUMNS].copy()
     frame["mask"] = flags.astype(int)
     for column in ("image_path", "mask_path"):
-        frame[column] = [str(_resolve(csv_path.parent, path)) for path in frame[column]]
+        frame[column] = [_resolve(csv_path, path) for path in frame[column]]
     frame["slice_number"] = [slice_number(path) for path in frame["image_path"]]
     # Two files with one patient and slice number would count that slice twice in the patient's volume.
     repeated = frame.index[frame.duplicated(["patient_id", "slice_number"])]
@@ -151,17 +158,24 @@ def read_index(csv_path: str | Path) -> pd.DataFrame:
 def load_index(source: str | Path, workers: int = 8) -> IndexResult:
     """Index a dataset folder, or read an index CSV and check that its files can be read.
 
-    Rows of a CSV whose slice or mask cannot be read are left out and reported, as for a folder.
-    The `mask` column of a CSV is kept as written.
+    `source` and the files a CSV lists may be local or in S3. An S3 `source` is read as an index
+    CSV when its key ends in `.csv`, and indexed as a prefix otherwise. Rows of a CSV whose slice
+    or mask cannot be read (a missing S3 object among them) are left out and reported, as for a
+    folder. The `mask` column of a CSV is kept as written.
+
+    Raises:
+        s3.S3Error: a bucket of the source or of a listed file is missing or cannot be read. It is
+            checked before any file is read, so the error comes once instead of once per slice.
     """
-    source = Path(source)
-    if not source.is_file():
+    if not _is_index_csv(source):
         return build_index(source, workers)
 
     frame = read_index(source)
-    candidates = [
-        (row.patient_id, 0, Path(row.image_path), Path(row.mask_path)) for row in frame.itertuples()
-    ]
+    paths = pd.concat([frame["image_path"], frame["mask_path"]])
+    buckets = {s3.S3Uri.parse(path).bucket for path in paths if s3.is_s3(path)}
+    for bucket in sorted(buckets):
+        s3.check_bucket(f"{s3.SCHEME}{bucket}")
+    candidates = [(row.patient_id, 0, row.image_path, row.mask_path) for row in frame.itertuples()]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         checked = list(pool.map(_check_pair, candidates))
     skipped = [outcome for outcome in checked if isinstance(outcome, SkippedFile)]
@@ -171,8 +185,14 @@ def load_index(source: str | Path, workers: int = 8) -> IndexResult:
     return IndexResult(frame=frame[usable].reset_index(drop=True), skipped=skipped)
 
 
-def write_index(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write the index CSV atomically: to a temporary name first, then renamed into place."""
+def write_index(frame: pd.DataFrame, path: str | Path) -> str | Path:
+    """Write the index CSV atomically: to a temporary name first, then renamed into place.
+
+    An `s3://` path is written by a single PUT, which S3 also makes all-or-nothing.
+    """
+    if s3.is_s3(path):
+        locations.write_text(path, frame[INDEX_COLUMNS].to_csv(index=False))
+        return str(path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
@@ -182,13 +202,15 @@ def write_index(frame: pd.DataFrame, path: str | Path) -> Path:
 
 
 def read_csv_table(path: str | Path, **read_csv_options) -> pd.DataFrame:
-    """Read a UTF-8 CSV with pandas, turning its parse errors into errors that name the file.
+    """Read a UTF-8 CSV (a local file or an S3 object) with pandas. Parse errors name the file.
 
     Raises:
         ValueError: the file is empty, is not UTF-8 text, or has a row with more fields than the header.
+        s3.S3Error: an S3 object that cannot be read.
     """
+    source = io.BytesIO(s3.read_bytes(str(path))) if s3.is_s3(path) else path
     try:
-        return pd.read_csv(path, encoding="utf-8", **read_csv_options)
+        return pd.read_csv(source, encoding="utf-8", **read_csv_options)
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: the CSV file is empty; expected a header row and one row per slice") from None
     except UnicodeDecodeError as error:
@@ -198,20 +220,59 @@ def read_csv_table(path: str | Path, **read_csv_options) -> pd.DataFrame:
         raise ValueError(f"{path}: cannot parse the CSV ({str(error).strip()})") from None
 
 
-def _find_slices(root: Path) -> tuple[list[tuple[str, int, Path, Path]], list[SkippedFile]]:
+def _patient_folders(root: str | Path) -> list[tuple[str, str | Path, list[str]]]:
+    """List `(patient_id, folder, sorted names of the files in it)` for each patient folder of `root`.
+
+    `root` is an absolute local path or an S3 URI without a trailing '/'.
+
+    Raises:
+        FileNotFoundError: `root` is not a folder, or for S3 no object has its prefix.
+        s3.S3Error: the bucket of an S3 `root` is missing or cannot be listed.
+    """
+    if not s3.is_s3(root):
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: not a folder; expected one sub-folder of .tif slices per patient")
+        return [
+            (folder.name, folder, sorted(path.name for path in folder.iterdir() if path.is_file()))
+            for folder in sorted(path for path in root.iterdir() if path.is_dir())
+        ]
+
+    s3.check_bucket(root)
+    objects = s3.list_objects(root)
+    if not objects:
+        raise FileNotFoundError(f"{root}: no object has this prefix; expected one sub-folder of .tif slices per patient")
+    folder_key = s3.S3Uri.parse(root).folder_key
+    files: dict[str, list[str]] = {}
+    for uri in objects:
+        # Only `<patient>/<file>` counts, as for a local folder: deeper keys and folder markers do not.
+        parts = s3.S3Uri.parse(uri).key[len(folder_key):].split("/")
+        if len(parts) == 2 and parts[0] and parts[1]:
+            files.setdefault(parts[0], []).append(parts[1])
+    return [(patient, locations.join(root, patient), sorted(names)) for patient, names in sorted(files.items())]
+
+
+def _find_slices(
+    folders: list[tuple[str, str | Path, list[str]]],
+) -> tuple[list[tuple[str, int, str | Path, str | Path]], list[SkippedFile]]:
+    """Pair each slice with its mask. Slices that cannot be paired are returned as skipped, each with its reason."""
     candidates, skipped = [], []
-    for patient_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    for patient_id, folder, names in folders:
+        present = set(names)
         first_with_number: dict[int, str] = {}
-        for image_path in sorted(patient_dir.glob("*.tif")):
-            if image_path.stem.endswith(MASK_SUFFIX):
+        for name in names:
+            if not name.endswith(SLICE_SUFFIX):
                 continue
+            stem = name[: -len(SLICE_SUFFIX)]
+            if stem.endswith(MASK_SUFFIX):
+                continue
+            image_path = locations.join(folder, name)
             # Paths go into the index CSV and Parquet as UTF-8 text, so an undecodable name cannot be kept.
             if not _is_utf8(str(image_path)):
                 displayed_path = str(image_path).encode("utf-8", "backslashreplace").decode("utf-8")
                 skipped.append(SkippedFile(displayed_path, "file or folder name is not valid UTF-8; rename it"))
                 continue
             try:
-                number = slice_number(image_path)
+                number = slice_number(name)
             except ValueError as error:
                 skipped.append(SkippedFile(str(image_path), str(error).split(": ", 1)[1]))
                 continue
@@ -219,12 +280,12 @@ def _find_slices(root: Path) -> tuple[list[tuple[str, int, Path, Path]], list[Sk
                 reason = f"slice number {number} repeated (already taken by {first_with_number[number]})"
                 skipped.append(SkippedFile(str(image_path), reason))
                 continue
-            mask_path = image_path.with_name(f"{image_path.stem}{MASK_SUFFIX}{image_path.suffix}")
-            if not mask_path.is_file():
-                skipped.append(SkippedFile(str(image_path), f"mask not found (expected {mask_path.name})"))
+            mask_name = f"{stem}{MASK_SUFFIX}{SLICE_SUFFIX}"
+            if mask_name not in present:
+                skipped.append(SkippedFile(str(image_path), f"mask not found (expected {mask_name})"))
                 continue
-            first_with_number[number] = image_path.name
-            candidates.append((patient_dir.name, number, image_path, mask_path))
+            first_with_number[number] = name
+            candidates.append((patient_id, number, image_path, locations.join(folder, mask_name)))
     return candidates, skipped
 
 
@@ -237,7 +298,7 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def _check_pair(candidate: tuple[str, int, Path, Path]) -> int | SkippedFile:
+def _check_pair(candidate: tuple[str, int, str | Path, str | Path]) -> int | SkippedFile:
     """Return the tumour flag of a readable slice/mask pair, or why the pair is left out."""
     _, _, image_path, mask_path = candidate
     try:
@@ -250,9 +311,33 @@ def _check_pair(candidate: tuple[str, int, Path, Path]) -> int | SkippedFile:
     return int(mask.any())
 
 
-def _resolve(base: Path, path: str) -> Path:
-    candidate = Path(path)
-    return candidate if candidate.is_absolute() else base / candidate
+def _is_index_csv(source: str | Path) -> bool:
+    # In S3 the key's suffix decides. A HEAD request on a prefix needs s3:GetObject, so a user who
+    # may only list and read would get an access-denied error that names no object.
+    if s3.is_s3(source):
+        return s3.S3Uri.parse(str(source)).key.lower().endswith(".csv")
+    return Path(source).is_file()
+
+
+def _resolve(csv_path: str | Path, path: str) -> str:
+    """Return a path of an index CSV row as a location: relative ones below the CSV's folder or prefix."""
+    if s3.is_s3(path):
+        try:
+            s3.S3Uri.parse(path)
+        except ValueError as error:
+            raise ValueError(f"{csv_path}: {error}") from None
+        return path
+    if Path(path).is_absolute():
+        return str(Path(path))
+    if not s3.is_s3(csv_path):
+        return str(Path(csv_path).parent / path)
+
+    folder = s3.S3Uri.parse(locations.parent(csv_path))
+    # S3 keys are plain strings, so '.' and '..' are resolved here as a file system would.
+    key = posixpath.normpath(posixpath.join(folder.folder_key, path))
+    if key == ".." or key.startswith("../"):
+        raise ValueError(f"{csv_path}: relative path '{path}' points outside bucket '{folder.bucket}'")
+    return str(s3.S3Uri(folder.bucket, key))
 
 
 def _rows(index: pd.Index, shown: int = 5) -> str:

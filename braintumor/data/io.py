@@ -4,6 +4,10 @@ TIFF goes through tifffile with imagecodecs, which decodes both the uncompressed
 download and WebP- or deflate-compressed copies (OpenCV and Pillow cannot decode WebP inside TIFF).
 PNG and JPEG go through OpenCV. Every check happens here, where a file enters the system, and
 every failure is a `SliceReadError` that names the file and the reason.
+
+A file may also be an S3 object, given as an `s3://bucket/key` URI. A missing object is a
+`SliceReadError` like a missing file. A missing bucket, denied access or absent credentials raise
+`braintumor.s3.S3Error` instead, because they concern every file of the dataset, not this one.
 """
 
 import io
@@ -13,6 +17,8 @@ import cv2
 import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
+
+from braintumor import s3
 
 SLICE_SHAPE = (256, 256, 3)
 MASK_SHAPE = (256, 256)
@@ -39,14 +45,15 @@ def read_slice(path: str | Path) -> np.ndarray:
     """Read one 3-channel MRI slice.
 
     Args:
-        path: a .tif/.tiff, .png or .jpg/.jpeg file with channels in the dataset's order
-            (pre-contrast, FLAIR, post-contrast); PNG and JPEG channels are read as RGB.
+        path: a .tif/.tiff, .png or .jpg/.jpeg file or `s3://` object with channels in the
+            dataset's order (pre-contrast, FLAIR, post-contrast); PNG and JPEG channels are read as RGB.
 
     Returns:
         (256, 256, 3) uint8 array.
 
     Raises:
-        SliceReadError: unreadable file, wrong size, channel count or bit depth.
+        SliceReadError: missing or unreadable file or object, wrong size, channel count or bit depth.
+        s3.S3Error: the bucket is missing, access is denied or there are no credentials.
     """
     return _check_slice(_decode(path), path)
 
@@ -55,14 +62,15 @@ def read_mask(path: str | Path) -> np.ndarray:
     """Read one tumour mask.
 
     Args:
-        path: a single-channel mask file with values 0 (background) and 255 (tumour); a 3-channel
-            mask whose channels are equal is accepted too.
+        path: a single-channel mask file or `s3://` object with values 0 (background) and 255
+            (tumour); a 3-channel mask whose channels are equal is accepted too.
 
     Returns:
         (256, 256) bool array, True on tumour pixels.
 
     Raises:
-        SliceReadError: unreadable file, wrong size, or values other than 0 and 255.
+        SliceReadError: missing or unreadable file or object, wrong size, or values other than 0 and 255.
+        s3.S3Error: the bucket is missing, access is denied or there are no credentials.
     """
     mask = _decode(path)
     if mask.ndim == 3 and mask.shape[2] in (3, 4) and _channels_equal(mask[..., :3]):
@@ -97,12 +105,24 @@ def _check_slice(image: np.ndarray, name: str | Path) -> np.ndarray:
 
 
 def _decode(path: str | Path) -> np.ndarray:
+    if s3.is_s3(path):
+        return _decode_buffer(_read_object(str(path)), str(path))
     path = Path(path)
     if not path.is_file():
         raise SliceReadError(path, "file not found")
     if path.stat().st_size == 0:
         raise SliceReadError(path, "file is empty (0 bytes)")
     return _decode_buffer(path.read_bytes(), path)
+
+
+def _read_object(uri: str) -> bytes:
+    try:
+        return s3.read_bytes(uri)
+    except s3.S3NotFoundError:
+        # S3 returns "not found" for a missing bucket as well as for a missing object. A missing
+        # bucket raises here, so that the caller stops instead of skipping every slice.
+        s3.check_bucket(uri)
+        raise SliceReadError(uri, "object not found") from None
 
 
 def _decode_buffer(data: bytes, name: str | Path) -> np.ndarray:

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from braintumor import locations, s3
+
 logger = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -87,13 +89,16 @@ def check_split(split: dict[str, list[str]], index: pd.DataFrame) -> None:
             raise ValueError(f"split '{name}' has no slice with tumour; use more patients or another seed")
 
 
-def save_split(split: dict[str, list[str]], path: str | Path, seed: int | None = None) -> Path:
-    """Write the split as JSON atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_split(split: dict[str, list[str]], path: str | Path, seed: int | None = None) -> str | Path:
+    """Write the split as JSON atomically, to a local file or (by a single PUT) to an `s3://` URI."""
     payload = {name: split[name] for name in SPLIT_NAMES}
     if seed is not None:
         payload["seed"] = seed
+    if s3.is_s3(path):
+        locations.write_text(path, json.dumps(payload, indent=2) + "\n")
+        return str(path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(payload, indent=2) + "\n")
     partial.replace(path)
@@ -102,16 +107,16 @@ def save_split(split: dict[str, list[str]], path: str | Path, seed: int | None =
 
 def load_split(path: str | Path) -> dict[str, list[str]]:
     """Read a split written by `save_split`."""
-    payload = json.loads(Path(path).read_text())
+    payload = json.loads(locations.read_text(path))
     return {name: list(payload[name]) for name in SPLIT_NAMES}
 
 
 def load_or_create_split(
     index: pd.DataFrame, path: str | Path, fractions=DEFAULT_FRACTIONS, seed: int = 0
 ) -> dict[str, list[str]]:
-    """Reuse the split saved at `path` if there is one, else create and save it."""
-    path = Path(path)
-    if path.exists():
+    """Reuse the split saved at `path` (a local file or an `s3://` URI) if there is one, else create and save it."""
+    path = locations.as_location(path)
+    if locations.is_file(path):
         split = load_split(path)
         check_split(split, index)
         logger.info("reusing the patient split in %s", path)
