@@ -10,6 +10,7 @@ object or bucket not found, access denied, no credentials, endpoint unreachable.
 """
 
 import functools
+import io
 import logging
 import os
 from collections.abc import Iterator
@@ -161,6 +162,8 @@ def _client_error(uri: str, error) -> S3Error:
         return S3NotFoundError(uri, f"bucket '{bucket}' not found")
     if code in _NOT_FOUND_CODES:
         return S3NotFoundError(uri, "object not found")
+    if code in ("412", "PreconditionFailed"):
+        return S3Error(uri, "the object was replaced while it was being read; run again")
     if code in _DENIED_CODES:
         return S3Error(
             uri,
@@ -171,8 +174,8 @@ def _client_error(uri: str, error) -> S3Error:
     return S3Error(uri, f"request failed ({code}: {message})")
 
 
-def read_bytes(uri: str) -> bytes:
-    """Return the whole object at `uri`.
+def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
+    """Return the whole object at `uri`, or only its first `max_bytes` bytes.
 
     Raises:
         S3NotFoundError: no such bucket or object.
@@ -180,7 +183,11 @@ def read_bytes(uri: str) -> bytes:
     """
     location = S3Uri.parse(uri)
     with explained_errors(uri):
-        return client().get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
+        body = client().get_object(Bucket=location.bucket, Key=location.key)["Body"]
+        try:
+            return body.read(max_bytes)
+        finally:
+            body.close()
 
 
 def write_bytes(uri: str, data: bytes) -> None:
@@ -241,6 +248,91 @@ def list_objects(uri: str) -> list[str]:
         for page in pages:
             found += [f"{SCHEME}{location.bucket}/{item['Key']}" for item in page.get("Contents", [])]
     return sorted(found)
+
+
+def list_object_sizes(uri: str) -> dict[str, int]:
+    """Return the URI and size in bytes of every object under the folder `uri`, in key order.
+
+    Raises:
+        S3NotFoundError: the bucket does not exist.
+        S3Error: any other failure.
+    """
+    location = S3Uri.parse(uri)
+    found = {}
+    with explained_errors(uri):
+        pages = client().get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=location.folder_key)
+        for page in pages:
+            for item in page.get("Contents", []):
+                found[f"{SCHEME}{location.bucket}/{item['Key']}"] = int(item["Size"])
+    return dict(sorted(found.items()))
+
+
+def open_object(uri: str, buffer_size: int = 2**20) -> io.BufferedReader:
+    """Open the object at `uri` as a seekable binary file that zipfile and tarfile can read.
+
+    Nothing is downloaded up front: each refill of the buffer is one ranged GET of `buffer_size`
+    bytes, so a zip member costs a GET or two and a sequential read costs size / `buffer_size` GETs.
+    Every GET names the ETag seen when the object was opened, so an object replaced while it is
+    being read fails with an S3Error instead of mixing two versions.
+
+    Raises:
+        S3NotFoundError: no such bucket or object (when opened).
+        S3Error: any other failure, when opened or on a later read.
+    """
+    location = S3Uri.parse(uri)
+    with explained_errors(uri):
+        try:
+            head = client().head_object(Bucket=location.bucket, Key=location.key)
+        except Exception as error:
+            if _is_missing_object(error):
+                check_bucket(uri)
+                raise S3NotFoundError(uri, "object not found") from None
+            raise
+    return io.BufferedReader(_RangedObjectReader(location, int(head["ContentLength"]), head["ETag"]), buffer_size)
+
+
+class _RangedObjectReader(io.RawIOBase):
+    """Raw reader of one object version for `open_object`: a ranged GET per `readinto`."""
+
+    def __init__(self, location: S3Uri, size: int, etag: str):
+        super().__init__()
+        self.location = location
+        self.size = size
+        self.etag = etag
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        origins = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}
+        position = origins[whence] + offset
+        if position < 0:
+            raise ValueError(f"{self.location}: cannot seek to {position}, before the start of the object")
+        self.position = position
+        return position
+
+    def readinto(self, buffer) -> int:
+        if self.position >= self.size or len(buffer) == 0:
+            return 0
+        last = min(self.position + len(buffer), self.size) - 1
+        uri = str(self.location)
+        with explained_errors(uri):
+            response = client().get_object(
+                Bucket=self.location.bucket, Key=self.location.key, Range=f"bytes={self.position}-{last}", IfMatch=self.etag
+            )
+            data = response["Body"].read()
+        if len(data) != last - self.position + 1:
+            raise S3Error(uri, f"a ranged read of bytes {self.position}-{last} returned {len(data)} bytes")
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)
 
 
 def delete(uri: str) -> None:

@@ -1,11 +1,13 @@
 """Score the MRI slices of a folder tree, a zip or tar archive, or an index CSV with Ray Data.
 
     python jobs/score.py --input scans.zip --output scored/
+    python jobs/score.py --input s3://bucket/scans/ --output s3://bucket/scored/
 
 Writes a predicted mask per slice (`<name>_pred_mask.png`), labels.parquet and labels.csv,
-errors.csv, patients.csv and summary.json to the output folder. Running the same command again
-skips the slices already scored and finishes the rest. Exit status: 0 when every slice was scored,
-1 when some files are in errors.csv, 2 on a usage error such as a missing model.
+errors.csv, patients.csv and summary.json to the output folder or S3 prefix. Input and output may
+each be local or in S3. Running the same command again skips the slices already scored and
+finishes the rest. Exit status: 0 when every slice was scored, 1 when some files are in errors.csv,
+2 on a usage error such as a missing model, input or S3 bucket, or missing S3 credentials.
 """
 
 import argparse
@@ -19,8 +21,10 @@ def main() -> int:
 
     default_segmenter, default_classifier = default_model_dirs()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True, help="folder tree, .zip or .tar(.gz) archive, or index CSV with patient_id and image_path columns")
-    parser.add_argument("--output", required=True, help="output folder (created if missing)")
+    parser.add_argument("--input", required=True,
+                        help="folder tree, .zip or .tar(.gz) archive, or index CSV with patient_id and image_path columns; "
+                             "a local path, or an s3://bucket/key object or s3://bucket/prefix")
+    parser.add_argument("--output", required=True, help="output folder (created if missing) or s3://bucket/prefix (the bucket must exist)")
     parser.add_argument("--segmenter", default=str(default_segmenter), help=f"segmenter model folder (default: {default_segmenter})")
     classifier = parser.add_mutually_exclusive_group()
     classifier.add_argument("--classifier", default=str(default_classifier), help=f"classifier model folder (default: {default_classifier})")

@@ -1,12 +1,14 @@
 """Score every slice of an input with Ray Data, writing masks and tables that a rerun completes.
 
-Pipeline (`braintumor.scoring.pipeline`): a Ray Data read stage reads and decodes the slices still
-to score -> `map_batches` on a pool of actors, each loading the models once, normalises the slices
-with the training normalisation (`slice-zscore-v1`, per slice, so no patient volume is needed),
-predicts, and writes one mask PNG per slice and then one part file per batch -> the driver builds
-the tables from all parts.
+The input and the output may each be local or in S3 (`s3://bucket/prefix`), in any combination.
 
-Output folder:
+Pipeline (`braintumor.scoring.pipeline`): a Ray Data read stage reads the files of the slices still
+to score -> `map_batches` on a pool of actors, each loading the models once, decodes the slices,
+normalises them with the training normalisation (`slice-zscore-v1`, per slice, so no patient
+volume is needed), predicts, and writes one mask PNG per slice and then one part file per batch
+-> the driver builds the tables from all parts.
+
+Output folder (or the objects under an S3 prefix):
 
     <member without suffix>_pred_mask.png   8-bit PNG, 0 background and 255 tumour, per slice
     labels.parquet, labels.csv              one row per scored slice (written last)
@@ -15,8 +17,9 @@ Output folder:
     summary.json                            counts, speed, models and normalisation of the run
     .parts/                                 per-batch results that a rerun resumes from
 
-Every file is written to a temporary name and renamed when complete. A rerun skips the slices whose
-mask and part row exist for the same model versions, scores the rest, and rebuilds the tables.
+Every file is written all-or-nothing: locally to a temporary name that is renamed when complete,
+in S3 by a single PUT. A rerun skips the slices whose mask and part row exist for the same model
+versions, scores the rest, and rebuilds the tables.
 A job killed at any point and run again therefore ends with the same outputs as a run that was
 never stopped.
 """
@@ -31,7 +34,7 @@ from pathlib import Path
 from braintumor.models.io import INFO_FILE, MODEL_FILE, ModelInfo
 from braintumor.preprocessing.normalization import NORMALIZATION
 from braintumor.scoring.sources import list_source
-from braintumor.scoring.storage import LocalStorage, OutputStorage, open_storage
+from braintumor.scoring.storage import OutputStorage, open_storage
 from braintumor.scoring.tables import (
     ERRORS_CSV,
     FINAL_TABLES,
@@ -122,8 +125,8 @@ def run_scoring(
     """Score the slices of a folder tree, zip or tar archive, or index CSV, resuming earlier runs.
 
     Args:
-        input_path: the input (see `braintumor.scoring.sources`).
-        output: output folder.
+        input_path: the input, a local path or an S3 URI (see `braintumor.scoring.sources`).
+        output: output folder, or an S3 prefix such as s3://bucket/scored.
         segmenter_dir: saved segmenter.
         classifier_dir: saved classifier. Without one, a slice's tumour probability is the
             segmenter's highest pixel probability.
@@ -137,8 +140,9 @@ def run_scoring(
         The run's counts. Its `exit_status` is 1 when any file or member failed.
 
     Raises:
-        FileNotFoundError: missing input or model.
+        FileNotFoundError: missing input or model (`s3.S3NotFoundError` for a missing bucket or key).
         ValueError: an input that cannot be listed, or settings out of range.
+        s3.S3Error: S3 access denied, no credentials, or another failed request.
     """
     started = time.perf_counter()
     run_id = f"{time.time_ns():020d}"
@@ -158,8 +162,7 @@ def run_scoring(
     if removed:
         logger.info("removed %d partial file(s) left by an interrupted run in %s", removed, storage.uri())
 
-    exclude = storage.root if isinstance(storage, LocalStorage) else None
-    listing = list_source(input_path, exclude=exclude)
+    listing = list_source(input_path, exclude=storage.uri())
     entries = listing.entries[:limit] if limit is not None else listing.entries
     results = read_latest_results(storage)
     done = completed_members(results, storage, entries, versions)

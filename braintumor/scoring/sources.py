@@ -1,7 +1,9 @@
 """List the slices of a scoring input and read their bytes.
 
 An input is a folder tree, a zip archive, a tar archive (plain, gzip, bzip2 or xz), or an index CSV
-with `patient_id` and `image_path` columns. Each file or archive member ends up as one of:
+with `patient_id` and `image_path` columns, either local or in S3 (`s3://bucket/key`). An S3 prefix
+is listed like a folder tree, with the same rules, and its slices are read straight from S3. An S3
+URI whose key is an object is an archive or a CSV. Each file or archive member ends up as one of:
 
 - a slice to score (`.tif`, `.tiff`, `.png`, `.jpg`, `.jpeg`), with a relative member name that is
   safe to join to the output folder;
@@ -17,10 +19,15 @@ A folder that wraps everything, as `zip -r scans.zip kaggle_3m` makes, is not a 
 common to every slice are dropped from the member names as long as each keeps a patient folder.
 A slice with no folder gets the patient in its own file name (`P1_10.tif` -> `P1`). An index CSV
 names the patient in its `patient_id` column, and its member names are `<patient_id>/<file name>`.
+Its relative image paths are taken from the CSV's folder, or from the CSV's prefix for a CSV in S3;
+an `image_path` may also be an `s3://` URI.
 The slice number is the trailing `_<n>` of the file name, or None without one.
 
 Archives are never extracted to disk: members are read into memory one at a time, and a tar
-archive is read as a stream, from start to end, because compressed tar has no random access.
+archive is read as a stream, from start to end, because compressed tar has no random access. An
+archive in S3 is not downloaded either but read through ranged GETs. A zip listing then fetches
+only the central directory, and each read task fetches only its own members. Any Ray node can
+read the archive, because nothing depends on a copy on the driver's disk.
 """
 
 import os
@@ -29,12 +36,15 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import pandas as pd
 
+from braintumor import s3
 from braintumor.data.index import read_csv_table
 from braintumor.data.io import OTHER_SUFFIXES, TIFF_SUFFIXES
 
@@ -51,6 +61,11 @@ CSV_COLUMNS = ("patient_id", "image_path")
 MAX_MEMBER_BYTES = 64 * 2**20
 # Maximum length of a file or folder name (NAME_MAX) on common Linux file systems such as ext4 and XFS.
 MAX_NAME_BYTES = 255
+# Bytes fetched by one ranged GET of an archive in S3. A zip member is read at its own offset, so a
+# GET of 1 MiB contains a whole slice (under 200 KB) and usually the next few members. A tar archive
+# is read from start to end, where larger GETs mean fewer requests.
+ZIP_READ_BYTES = 2**20
+TAR_READ_BYTES = 8 * 2**20
 
 _SLICE_NUMBER = re.compile(r"_(\d+)$")
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
@@ -65,10 +80,10 @@ class SliceEntry:
     """One slice to score."""
 
     member: str  # relative '/'-separated name, from which the output names derive
-    source: str  # where the slice is, for tables: a file path, or `<archive>!/<name in the archive>`
+    source: str  # where the slice is, for tables: a file path or S3 URI, or `<archive>!/<name in the archive>`
     patient_id: str
     slice_number: int | None
-    location: str | int  # file path (folder, CSV) or position of the member in the archive
+    location: str | int  # file path or S3 URI (folder, CSV), or position of the member in the archive
     size: int  # bytes, as the file system or the archive states
 
     @property
@@ -92,7 +107,7 @@ class SourceListing:
     """The slices of one input, sorted by member name, with the errors and the ignored names."""
 
     kind: str  # FOLDER, ZIP, TAR or CSV
-    path: Path
+    path: Path | str  # a local path, or an S3 URI (without a trailing '/' for a prefix)
     entries: list[SliceEntry] = field(default_factory=list)
     errors: list[MemberError] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
@@ -147,36 +162,37 @@ def slice_number_of(name: str) -> int | None:
 
 
 def list_source(path: str | Path, exclude: str | Path | None = None) -> SourceListing:
-    """List the slices of a folder tree, zip or tar archive, or index CSV.
+    """List the slices of a folder tree, zip or tar archive, or index CSV, local or in S3.
 
     Args:
-        path: the input.
-        exclude: a folder to leave out of a folder input (the output folder, when it lies inside).
+        path: the input: a local path, or an `s3://bucket/key` URI. An S3 key that is an object is
+            an archive or a CSV. Otherwise the key is a prefix, listed like a folder (a URI that
+            ends in '/' is always a prefix).
+        exclude: a folder or S3 prefix to leave out of a folder input (the output, when it lies
+            inside). One of the other kind, local or S3, is ignored.
 
     Returns:
         The slices sorted by member name, the members that cannot be scored with their reasons,
         and the ignored names.
 
     Raises:
-        FileNotFoundError: `path` does not exist.
+        FileNotFoundError: `path` does not exist (`s3.S3NotFoundError` for a missing bucket, or a
+            key that is neither an object nor a prefix with objects under it).
         ValueError: `path` is a file but not a zip or tar archive or a CSV, an archive cannot be
             read, or a CSV cannot be parsed (empty, not UTF-8) or lacks a required column.
+        s3.S3Error: access denied, no credentials or another failed S3 request.
     """
+    if s3.is_s3(path):
+        return _list_s3_input(str(path), exclude)
     path = Path(path).resolve()
     if path.is_dir():
-        excluded = Path(exclude).resolve() if exclude is not None else None
+        excluded = Path(exclude).resolve() if exclude is not None and not s3.is_s3(exclude) else None
         return _classify(FOLDER, path, _folder_candidates(path, excluded))
     if not path.exists():
         raise FileNotFoundError(
             f"{path}: input not found. Expected a folder, a .zip or .tar(.gz) archive, or an index CSV."
         )
-    if path.suffix.lower() == ".csv":
-        return _list_csv(path)
-    if zipfile.is_zipfile(path):
-        return _classify(ZIP, path, _zip_candidates(path))
-    if tarfile.is_tarfile(path):
-        return _classify(TAR, path, _tar_candidates(path))
-    raise ValueError(f"{path}: not a folder, a zip or tar archive, or a .csv index, so no slices can be listed in it")
+    return _list_file(path)
 
 
 def iter_slice_bytes(
@@ -189,13 +205,72 @@ def iter_slice_bytes(
     """
     if kind in (FOLDER, CSV):
         for entry in entries:
-            yield (entry, *_read_file(Path(entry.location)))
+            yield (entry, *_read_file(str(entry.location)))
     elif kind == ZIP:
-        yield from _read_zip_members(Path(container), entries)
+        yield from _read_zip_members(_container(container), entries)
     elif kind == TAR:
-        yield from _read_tar_members(Path(container), entries)
+        yield from _read_tar_members(_container(container), entries)
     else:
         raise ValueError(f"unknown input kind '{kind}', expected one of {(FOLDER, ZIP, TAR, CSV)}")
+
+
+def _container(location: str | Path) -> str | Path:
+    """Return an S3 URI as it is and a local path as a Path."""
+    return str(location) if s3.is_s3(location) else Path(location)
+
+
+def _open_container(container: str | Path, request_bytes: int) -> BinaryIO:
+    """Open a local archive, or an archive in S3 read through ranged GETs of `request_bytes` bytes."""
+    if s3.is_s3(container):
+        return s3.open_object(str(container), request_bytes)
+    return open(container, "rb")
+
+
+def _list_file(container: str | Path) -> SourceListing:
+    """List an index CSV (by its suffix), a zip archive or a tar archive (by their contents)."""
+    if PurePosixPath(str(container)).suffix.lower() == ".csv":
+        return _list_csv(container)
+    with _open_container(container, ZIP_READ_BYTES) as file:
+        is_zip = zipfile.is_zipfile(file)
+        file.seek(0)
+        is_tar = not is_zip and tarfile.is_tarfile(file)
+    if is_zip:
+        return _classify(ZIP, container, _zip_candidates(container))
+    if is_tar:
+        return _classify(TAR, container, _tar_candidates(container))
+    raise ValueError(f"{container}: not a folder, a zip or tar archive, or a .csv index, so no slices can be listed in it")
+
+
+def _list_s3_input(uri: str, exclude: str | Path | None) -> SourceListing:
+    location = s3.S3Uri.parse(uri)
+    # An object with exactly this key wins over a prefix of the same name.
+    if location.key and not location.key.endswith("/") and s3.exists(uri):
+        return _list_file(uri)
+    objects = s3.list_object_sizes(uri)
+    if not objects:
+        raise s3.S3NotFoundError(
+            uri,
+            "input not found: no object has this key and no object is under this prefix. Expected a "
+            "prefix of slices, a .zip or .tar(.gz) archive, or an index CSV.",
+        )
+    container = str(location).rstrip("/")
+    return _classify(FOLDER, container, _s3_folder_candidates(location, objects, exclude))
+
+
+def _s3_folder_candidates(folder: s3.S3Uri, objects: dict[str, int], exclude: str | Path | None) -> Iterator[_Candidate]:
+    folder_key = folder.folder_key
+    excluded_key = None
+    if exclude is not None and s3.is_s3(exclude):
+        excluded = s3.S3Uri.parse(str(exclude))
+        if excluded.bucket == folder.bucket and excluded.folder_key.startswith(folder_key):
+            excluded_key = excluded.folder_key
+    for uri, size in objects.items():
+        key = s3.S3Uri.parse(uri).key
+        if key.endswith("/"):
+            continue  # a zero-byte "folder" marker that some tools create
+        if excluded_key is not None and key.startswith(excluded_key):
+            continue
+        yield _Candidate(key[len(folder_key):], uri, size)
 
 
 def _folder_candidates(root: Path, excluded: Path | None) -> Iterator[_Candidate]:
@@ -224,9 +299,9 @@ def _folder_candidates(root: Path, excluded: Path | None) -> Iterator[_Candidate
             yield _Candidate(relative, str(file_path), file_stat.st_size, problem)
 
 
-def _zip_candidates(path: Path) -> list[_Candidate]:
+def _zip_candidates(path: str | Path) -> list[_Candidate]:
     try:
-        with zipfile.ZipFile(path) as archive:
+        with _open_container(path, ZIP_READ_BYTES) as file, zipfile.ZipFile(file) as archive:
             infos = archive.infolist()
     except (zipfile.BadZipFile, OSError) as error:
         raise ValueError(f"{path}: cannot read the zip archive ({error})") from None
@@ -246,10 +321,10 @@ def _zip_candidates(path: Path) -> list[_Candidate]:
     return candidates
 
 
-def _tar_candidates(path: Path) -> list[_Candidate]:
+def _tar_candidates(path: str | Path) -> list[_Candidate]:
     candidates = []
     try:
-        with tarfile.open(path, mode="r|*") as archive:
+        with _open_container(path, TAR_READ_BYTES) as file, tarfile.open(fileobj=file, mode="r|*") as archive:
             for position, member in enumerate(archive):
                 if member.isdir():
                     continue
@@ -266,7 +341,7 @@ def _tar_candidates(path: Path) -> list[_Candidate]:
     return candidates
 
 
-def _classify(kind: str, container: Path, candidates: Iterable[_Candidate]) -> SourceListing:
+def _classify(kind: str, container: str | Path, candidates: Iterable[_Candidate]) -> SourceListing:
     listing = SourceListing(kind=kind, path=container)
     slices, rejected = [], []
     for candidate in candidates:
@@ -371,13 +446,13 @@ def _displayable(raw_name: str) -> str:
     return raw_name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _source_of(kind: str, container: Path, raw_name: str) -> str:
+def _source_of(kind: str, container: str | Path, raw_name: str) -> str:
     if kind == FOLDER:
-        return str(container / raw_name)
+        return f"{container}/{raw_name}" if s3.is_s3(container) else str(container / raw_name)
     return f"{container}!/{raw_name}"
 
 
-def _list_csv(path: Path) -> SourceListing:
+def _list_csv(path: str | Path) -> SourceListing:
     frame = read_csv_table(path, dtype=str, keep_default_na=False)
     missing = [column for column in CSV_COLUMNS if column not in frame.columns]
     if missing:
@@ -387,25 +462,82 @@ def _list_csv(path: Path) -> SourceListing:
         )
 
     listing = SourceListing(kind=CSV, path=path)
-    named = []
+    rows = []
     for line, (patient_id, image_path) in enumerate(zip(frame["patient_id"], frame["image_path"]), start=2):
         patient_id, image_path = patient_id.strip(), image_path.strip()
         if not image_path:
             listing.errors.append(MemberError(f"line {line}", str(path), patient_id, "image_path is empty"))
             continue
-        file_path = Path(image_path) if Path(image_path).is_absolute() else path.parent / image_path
-        source = str(file_path)
-        reason = _patient_id_problem(patient_id) or _csv_file_problem(file_path)
+        rows.append((line, patient_id, image_path, *_csv_image_location(path, image_path)))
+
+    # The objects in S3 are looked up in one listing, not with a request per row.
+    object_sizes = _object_sizes([location for *_, location, problem in rows if problem is None and s3.is_s3(location)])
+    named = []
+    for line, patient_id, image_path, location, problem in rows:
+        source = str(location)
+        reason = _patient_id_problem(patient_id) or problem or _csv_file_problem(location, object_sizes)
         if reason == "ignored":
             listing.ignored.append(image_path)
             continue
         if reason is not None:
             listing.errors.append(MemberError(image_path, source, patient_id, f"line {line}: {reason}"))
             continue
-        candidate = _Candidate(image_path, source, file_path.stat().st_size)
-        named.append((f"{patient_id}/{file_path.name}", patient_id, candidate, source))
+        size = object_sizes[source] if s3.is_s3(location) else location.stat().st_size
+        candidate = _Candidate(image_path, source, size)
+        named.append((f"{patient_id}/{_file_name(location)}", patient_id, candidate, source))
     _add_entries(listing, named)
     return listing
+
+
+def _csv_image_location(csv_path: str | Path, image_path: str) -> tuple[str | Path, str | None]:
+    """Return where an `image_path` of the CSV points (an S3 URI or a local Path) and a problem or None.
+
+    Relative paths are taken from the CSV's folder, or from its prefix for a CSV in S3.
+    """
+    if s3.is_s3(image_path):
+        try:
+            s3.S3Uri.parse(image_path)
+        except ValueError as error:
+            return image_path, str(error)
+        return image_path, None
+    if Path(image_path).is_absolute():
+        return Path(image_path), None
+    if not s3.is_s3(csv_path):
+        return Path(csv_path).parent / image_path, None
+
+    # S3 keys are plain strings, so '.' and '..' are resolved here as a file system would.
+    csv_location = s3.S3Uri.parse(str(csv_path))
+    parts = csv_location.key.split("/")[:-1]
+    for part in image_path.split("/"):
+        if part == "..":
+            if not parts:
+                return image_path, f"image_path '{image_path}' leads outside the bucket '{csv_location.bucket}'"
+            parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    return str(s3.S3Uri(csv_location.bucket, "/".join(parts))), None
+
+
+def _object_sizes(uris: list[str]) -> dict[str, int]:
+    """Return the size of each object of `uris` that exists, from one listing per bucket.
+
+    Each listing covers the longest folder prefix that all the bucket's keys share.
+    """
+    keys_by_bucket = defaultdict(set)
+    for uri in uris:
+        location = s3.S3Uri.parse(uri)
+        keys_by_bucket[location.bucket].add(location.key)
+    sizes = {}
+    for bucket, keys in keys_by_bucket.items():
+        shared = os.path.commonprefix(sorted(keys))
+        folder = shared[: shared.rfind("/") + 1]
+        listed = s3.list_object_sizes(f"{s3.SCHEME}{bucket}/{folder}")
+        sizes.update({uri: size for uri, size in listed.items() if s3.S3Uri.parse(uri).key in keys})
+    return sizes
+
+
+def _file_name(location: str | Path) -> str:
+    return PurePosixPath(s3.S3Uri.parse(location).key).name if s3.is_s3(location) else Path(location).name
 
 
 def _patient_id_problem(patient_id: str) -> str | None:
@@ -419,30 +551,43 @@ def _patient_id_problem(patient_id: str) -> str | None:
     return None
 
 
-def _csv_file_problem(file_path: Path) -> str | None:
-    """Return None for a readable slice file, "ignored" for a mask, or an error reason.
+def _csv_file_problem(location: str | Path, object_sizes: dict[str, int]) -> str | None:
+    """Return None for a readable slice file or object, "ignored" for a mask, or an error reason.
 
     Unlike a folder, a CSV names its files on purpose, so a file of another type is an error.
+
+    Args:
+        location: a local path, or an S3 URI looked up in `object_sizes`.
     """
-    suffix = file_path.suffix.lower()
-    if suffix in SLICE_SUFFIXES and file_path.stem.lower().endswith(GROUND_TRUTH_SUFFIX):
+    file_name = PurePosixPath(_file_name(location))
+    suffix = file_name.suffix.lower()
+    if suffix in SLICE_SUFFIXES and file_name.stem.lower().endswith(GROUND_TRUTH_SUFFIX):
         return "ignored"
-    if file_path.name.lower().endswith(ARCHIVE_SUFFIXES):
+    if file_name.name.lower().endswith(ARCHIVE_SUFFIXES):
         return "nested archive, not opened: extract it and list its slices"
     if suffix not in SLICE_SUFFIXES:
         return f"not a slice file, expected one of {SLICE_SUFFIXES}"
-    try:
-        file_stat = file_path.stat()
-    except OSError:
-        return "file not found"
-    if not stat.S_ISREG(file_stat.st_mode):
-        return "not a regular file"
-    if file_stat.st_size > MAX_MEMBER_BYTES:
-        return f"{file_stat.st_size} bytes, over the limit of {MAX_MEMBER_BYTES} bytes for one slice"
+    if s3.is_s3(location):
+        size = object_sizes.get(str(location))
+        if size is None:
+            return "object not found"
+    else:
+        try:
+            file_stat = location.stat()
+        except OSError:
+            return "file not found"
+        if not stat.S_ISREG(file_stat.st_mode):
+            return "not a regular file"
+        size = file_stat.st_size
+    if size > MAX_MEMBER_BYTES:
+        return f"{size} bytes, over the limit of {MAX_MEMBER_BYTES} bytes for one slice"
     return None
 
 
-def _read_file(path: Path) -> tuple[bytes | None, str | None]:
+def _read_file(location: str) -> tuple[bytes | None, str | None]:
+    if s3.is_s3(location):
+        return _read_object(location)
+    path = Path(location)
     try:
         with open(path, "rb") as file:
             data = file.read(MAX_MEMBER_BYTES + 1)
@@ -453,8 +598,18 @@ def _read_file(path: Path) -> tuple[bytes | None, str | None]:
     return _checked_size(data)
 
 
-def _read_zip_members(path: Path, entries: Iterable[SliceEntry]) -> Iterator[tuple[SliceEntry, bytes | None, str | None]]:
-    with zipfile.ZipFile(path) as archive:
+def _read_object(uri: str) -> tuple[bytes | None, str | None]:
+    try:
+        data = s3.read_bytes(uri, max_bytes=MAX_MEMBER_BYTES + 1)
+    except s3.S3NotFoundError:
+        return None, "object not found"
+    except s3.S3Error as error:
+        return None, f"cannot be read ({error.reason})"
+    return _checked_size(data)
+
+
+def _read_zip_members(path: str | Path, entries: Iterable[SliceEntry]) -> Iterator[tuple[SliceEntry, bytes | None, str | None]]:
+    with _open_container(path, ZIP_READ_BYTES) as file, zipfile.ZipFile(file) as archive:
         infos = archive.infolist()
         for entry in entries:
             try:
@@ -468,10 +623,10 @@ def _read_zip_members(path: Path, entries: Iterable[SliceEntry]) -> Iterator[tup
             yield (entry, *_checked_size(data))
 
 
-def _read_tar_members(path: Path, entries: Iterable[SliceEntry]) -> Iterator[tuple[SliceEntry, bytes | None, str | None]]:
+def _read_tar_members(path: str | Path, entries: Iterable[SliceEntry]) -> Iterator[tuple[SliceEntry, bytes | None, str | None]]:
     pending = {int(entry.location): entry for entry in entries}
     try:
-        with tarfile.open(path, mode="r|*") as archive:
+        with _open_container(path, TAR_READ_BYTES) as file, tarfile.open(fileobj=file, mode="r|*") as archive:
             for position, member in enumerate(archive):
                 entry = pending.get(position)
                 if entry is None:

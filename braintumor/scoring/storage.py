@@ -1,8 +1,8 @@
-"""Output storage of batch scoring: a small interface and its local-folder implementation.
+"""Output storage of batch scoring: a small interface, and its local-folder and S3 implementations.
 
 Names are relative and '/'-separated, and every write is all-or-nothing: a reader finds the whole
-object or none of it. Scoring needs nothing else from a store, so an object store such as S3 can
-implement the same interface (a PUT is already all-or-nothing there).
+object or none of it. Scoring needs nothing else from a store. A local folder gets this from a
+temporary file and a rename, and S3 from its PUT, which stores the whole object or nothing.
 """
 
 import os
@@ -11,6 +11,7 @@ import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from braintumor import s3
 from braintumor.scoring.sources import UnsafeNameError, safe_member_name
 
 _PARTIAL_NAME = re.compile(r"^\..+\.partial-[0-9a-f]{32}$")
@@ -117,13 +118,62 @@ class LocalStorage(OutputStorage):
         return path
 
 
+class S3Storage(OutputStorage):
+    """Objects under an S3 prefix. Each write is a single PUT, which S3 applies whole or not at all.
+
+    S3 does not resolve '..' in keys, so names go through `safe_member_name`. Every key is then the
+    prefix, '/', and a name without empty, '.' or '..' components, and no name can leave the prefix.
+    `exists` is one HEAD request, so the rerun check lists the output once instead of calling it per slice.
+    """
+
+    def __init__(self, uri: str):
+        location = s3.S3Uri.parse(uri)
+        self.root = s3.S3Uri(location.bucket, location.key.rstrip("/"))
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        s3.write_bytes(self.uri(name), data)
+
+    def read_bytes(self, name: str) -> bytes:
+        return s3.read_bytes(self.uri(name))
+
+    def exists(self, name: str) -> bool:
+        return s3.exists(self.uri(name))
+
+    def list(self, prefix: str) -> list[str]:
+        folder = self.uri(prefix) if prefix else self.uri()
+        root_key = self.root.folder_key
+        names = [s3.S3Uri.parse(uri).key[len(root_key):] for uri in s3.list_objects(folder)]
+        # Keys ending in '/' are the zero-byte "folder" markers some tools create, not outputs.
+        return sorted(name for name in names if not name.endswith("/"))
+
+    def delete(self, name: str) -> None:
+        s3.delete(self.uri(name))
+
+    def uri(self, name: str = "") -> str:
+        if not name:
+            return str(self.root).rstrip("/")
+        return str(self.root.join(safe_member_name(name)))
+
+
 def open_storage(location: str | Path) -> OutputStorage:
-    """Return the storage for an output location. Only local folders are implemented so far.
+    """Return the storage for an output location: a local folder, or an `s3://bucket/prefix` URI.
 
     Raises:
-        ValueError: a URL such as s3://bucket/prefix.
+        s3.S3NotFoundError: the S3 bucket does not exist.
+        s3.S3Error: the bucket cannot be reached (access denied, no credentials, endpoint down).
+        ValueError: a URL of another scheme, such as gs://bucket/prefix.
     """
     text = str(location)
+    if s3.is_s3(text):
+        storage = S3Storage(text)
+        # Checked now, so that a missing bucket stops the job before any slice is read or scored.
+        # check_bucket names only the bucket when credentials or access fail, so the error is
+        # raised again naming the whole output URI.
+        try:
+            s3.check_bucket(storage.uri())
+        except s3.S3Error as error:
+            raise type(error)(storage.uri(), error.reason) from None
+        return storage
     if "://" in text:
-        raise ValueError(f"{text}: only local output folders are supported for now, so give a folder path")
+        raise ValueError(f"{text}: only local output folders and s3:// URIs are supported, so give a folder path or s3://bucket/prefix")
     return LocalStorage(text)

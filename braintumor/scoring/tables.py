@@ -102,7 +102,11 @@ def completed_members(
         & (results["classifier_version"] == versions["classifier"])
     ]
     scored_members = set(scored["member"])
-    return {entry.member for entry in entries if entry.member in scored_members and storage.exists(entry.mask_name)}
+    if not scored_members:
+        return set()
+    # One listing of the output instead of a check per slice, which in S3 would be one request each.
+    stored = set(storage.list(""))
+    return {entry.member for entry in entries if entry.member in scored_members and entry.mask_name in stored}
 
 
 def assemble_tables(

@@ -64,4 +64,4 @@ def test_partial_writes_are_hidden_and_removed(tmp_path):
 def test_open_storage_rejects_urls(tmp_path):
     assert isinstance(open_storage(tmp_path), LocalStorage)
     with pytest.raises(ValueError, match="only local output folders"):
-        open_storage("s3://bucket/scored")
+        open_storage("gs://bucket/scored")
