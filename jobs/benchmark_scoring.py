@@ -11,7 +11,9 @@ larger than the dataset) and then, one after the other on the same machine:
 - job: `jobs/score.py` on a zip archive of the same slices, timed from process start to exit;
 - job on a zip and on a gzip-compressed tar archive of each of `--memory-slices`, for the peak
   memory of the job's process tree. A tar archive is read as one stream by one read task, so it
-  is the case where a reader running ahead of the actors could pile up slices in memory.
+  is the case where a reader running ahead of the actors could pile up slices in memory;
+- with `--formats`, job on the whole dataset as it is (each slice once) as the folder itself, as
+  a zip and as a plain tar archive, checking that the three labels tables are identical.
 
 Memory is the resident set size (RSS) of the `jobs/score.py` process and all its descendants (the
 Ray processes it starts and their workers), sampled every 0.25 s from /proc, so Linux only. Pages
@@ -51,6 +53,7 @@ def main() -> int:
     parser.add_argument("--memory-slices", type=int, nargs="+", default=[1000, 4000], help="archive sizes whose peak memory is measured")
     parser.add_argument("--batch-size", type=int, default=32, help="slices per model call, in both paths")
     parser.add_argument("--actors", type=int, default=1, help="model actors of the job")
+    parser.add_argument("--formats", action="store_true", help="also score the whole dataset as a folder, a zip and a tar and compare the labels tables")
     args = parser.parse_args()
 
     from braintumor.paths import data_root
@@ -72,6 +75,8 @@ def main() -> int:
         print(f"job, {archive_format}, {size} slices: {json.dumps(run)}", file=sys.stderr)
 
     results["same_labels"] = compare_labels(work, args.memory_slices)
+    if args.formats:
+        results["formats"] = compare_formats(data, slices, work, segmenter, classifier, args.batch_size, args.actors)
 
     bare = measure_bare_predict(slices, args.throughput_slices, segmenter, classifier, args.batch_size)
     results["runs"].append({"path": "bare model.predict", "slices": args.throughput_slices, **bare})
@@ -126,7 +131,7 @@ def resolve_models(segmenter: str | None, classifier: str | None, folder: Path) 
 
 
 def write_archive(slices: list[Path], count: int, target: Path) -> Path:
-    """Write a zip or .tar.gz of `count` slices. Repeats go under patient folders named `<patient>-copy<k>`."""
+    """Write a zip, .tar or .tar.gz of `count` slices. Repeats go under patient folders named `<patient>-copy<k>`."""
     members = []
     for index in range(count):
         image = slices[index % len(slices)]
@@ -134,8 +139,8 @@ def write_archive(slices: list[Path], count: int, target: Path) -> Path:
         patient = image.parent.name if copy == 0 else f"{image.parent.name}-copy{copy}"
         members.append((image, f"{patient}/{image.name}"))
 
-    if target.name.endswith(".tar.gz"):
-        with tarfile.open(target, "w:gz") as archive:
+    if target.name.endswith((".tar.gz", ".tar")):
+        with tarfile.open(target, "w:gz" if target.name.endswith(".gz") else "w") as archive:
             for image, name in members:
                 archive.add(image, name)
     else:
@@ -229,6 +234,27 @@ def compare_labels(work: Path, sizes: list[int]) -> dict:
     return same
 
 
+def compare_formats(data: Path, slices: list[Path], work: Path, segmenter: Path, classifier: Path, batch_size: int, actors: int) -> dict:
+    """Score every slice of `data` once as the folder, a zip and a tar; return the runs and whether the labels agree."""
+    import pandas as pd
+
+    inputs = {
+        "folder": data,
+        "zip": write_archive(slices, len(slices), work / "dataset.zip"),
+        "tar": write_archive(slices, len(slices), work / "dataset.tar"),
+    }
+    runs, tables = {}, {}
+    for name, source in inputs.items():
+        output = work / f"dataset-{name}"
+        runs[name] = time_scoring_job(source, output, segmenter, classifier, batch_size, actors)
+        table = pd.read_csv(output / "labels.csv")
+        tables[name] = table.drop(columns=["source"]).sort_values("member").reset_index(drop=True)
+        print(f"dataset as {name}: {json.dumps(runs[name])}", file=sys.stderr)
+    same = all(tables[name].equals(tables["folder"]) for name in ("zip", "tar"))
+    print(f"folder, zip and tar labels tables {'identical' if same else 'DIFFERENT'} ({len(tables['folder'])} rows)", file=sys.stderr)
+    return {"slices": len(slices), "rows": len(tables["folder"]), "identical": same, "runs": runs}
+
+
 class MemorySampler:
     """Sampler, in a thread, of the summed and the largest RSS of a process and its descendants."""
 
@@ -318,6 +344,18 @@ def format_table(results: dict) -> str:
             f"| jobs/score.py ({run['format']}) | {run['slices']} | {run['wall_s']} | {run['slices_per_s']} | {ratio:.2f} | "
             f"{run['steady_slices_per_s']} | {run['peak_rss_tree_mib']} MiB | {run['peak_rss_process_mib']} MiB |"
         )
+    formats = results.get("formats")
+    if formats:
+        lines += [
+            "",
+            f"The whole dataset, each of its {formats['slices']} slices once: labels tables of the folder, zip and tar runs "
+            f"{'identical' if formats['identical'] else 'DIFFERENT'} ({formats['rows']} rows each).",
+            "",
+            "| input | wall s | slices/s | of bare |",
+            "|---|---|---|---|",
+        ]
+        for name, run in formats["runs"].items():
+            lines.append(f"| {name} | {run['wall_s']} | {run['slices_per_s']} | {run['slices_per_s'] / bare['slices_per_s']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
