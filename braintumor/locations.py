@@ -143,3 +143,23 @@ def publish_folder(source: Path, location: Location) -> None:
     if target.exists():
         shutil.rmtree(target)
     partial.rename(target)
+
+
+@contextmanager
+def staging_folder(location: Location) -> Iterator[Path]:
+    """Yield a local folder whose files end up at `location`.
+
+    Locally that is `location` itself, created if missing. For S3 it is a temporary folder whose
+    files are uploaded, one object each, when the block ends without an error. Objects already
+    under the prefix stay unless a file of the same name replaces them. The bucket is checked
+    first, so a missing bucket fails before any work is done.
+    """
+    if not s3.is_s3(location):
+        folder = Path(location)
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    s3.check_bucket(str(location))
+    with tempfile.TemporaryDirectory(prefix="braintumor-s3-") as folder:
+        yield Path(folder)
+        s3.upload_folder(folder, str(location))

@@ -2,6 +2,7 @@
 
     python jobs/train.py --task segment --data outputs
     python jobs/train.py --task classify --architecture densenet121 --weights densenet121_notop.h5
+    python jobs/train.py --task segment --data s3://bucket/preprocessed --output s3://bucket/runs
 
 Run jobs/preprocess.py first. Running the same command again continues the run from its latest
 checkpoint (the run is named by --name, by default <task>-<architecture>).
@@ -10,6 +11,7 @@ checkpoint (the run is named by --name, by default <task>-<architecture>).
 import argparse
 import json
 
+from braintumor import locations
 from braintumor.cli import run_job
 from braintumor.paths import output_root
 
@@ -18,8 +20,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=("segment", "classify"), required=True)
     parser.add_argument("--architecture", default="", help="segment: unet or resunet (default unet); classify: smallcnn, densenet121 or resnet50 (default smallcnn)")
-    parser.add_argument("--data", help="preprocessing output folder (default: $BRAINTUMOR_OUTPUT, else outputs)")
-    parser.add_argument("--output", help="folder of runs (default: <data>/runs)")
+    parser.add_argument("--data", help="preprocessing output folder or s3:// prefix (default: $BRAINTUMOR_OUTPUT, else outputs)")
+    parser.add_argument("--output", help="folder or s3:// prefix of runs (default: <data>/runs)")
     parser.add_argument("--name", default="", help="run name; a run of the same name continues from its checkpoint")
     parser.add_argument("--epochs", type=int, default=30, help="maximum number of epochs")
     parser.add_argument("--batch-size", type=int, default=16, help="slices per worker per step")
@@ -36,7 +38,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="number of Ray Train workers (data-parallel replicas)")
     parser.add_argument("--gpus", type=int, default=0, help="train on N GPU workers, one GPU each (overrides --workers)")
     parser.add_argument("--cpus-per-worker", type=float, help="CPUs reserved per worker (default: CPU workers share all CPUs of the cluster but one, which Ray Data gets; GPU workers 2 each)")
-    parser.add_argument("--resume", help="checkpoint folder to continue from")
+    parser.add_argument("--resume", help="checkpoint folder or s3:// prefix to continue from")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit-train", type=int, help="train on the first N training slices only (smoke tests)")
     parser.add_argument("--limit-validation", type=int, help="validate on the first N validation slices only")
@@ -52,7 +54,7 @@ def main() -> int:
         task=args.task,
         architecture=args.architecture,
         data=str(data),
-        output=str(args.output or data / "runs"),
+        output=str(args.output or locations.join(data, "runs")),
         name=args.name,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -74,8 +76,8 @@ def main() -> int:
     )
     result = train(config)
     if not args.no_evaluate:
-        history = json.loads((result.run_dir / "history.json").read_text())
-        evaluate(result.model_dir, data, result.run_dir / "evaluation", split="test", history=history)
+        history = json.loads(locations.read_text(locations.join(result.run_dir, "history.json")))
+        evaluate(result.model_dir, data, locations.join(result.run_dir, "evaluation"), split="test", history=history)
     return 0
 
 

@@ -2,6 +2,7 @@
 
     python jobs/tune.py --model outputs/runs/segment-unet/model --data outputs
     python jobs/tune.py --model outputs/runs/classify-smallcnn/model --data outputs
+    python jobs/tune.py --model s3://bucket/runs/segment-unet/model --data s3://bucket/preprocessed
 
 A segmenter gets a threshold, flip averaging and a minimum tumour region size (by mean Dice per
 patient), a classifier a probability threshold (by F1).
@@ -19,8 +20,8 @@ from braintumor.paths import output_root
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="segmenter or classifier model folder written by training")
-    parser.add_argument("--data", help="preprocessing output folder (default: $BRAINTUMOR_OUTPUT, else outputs)")
+    parser.add_argument("--model", required=True, help="segmenter or classifier model folder or s3:// prefix written by training")
+    parser.add_argument("--data", help="preprocessing output folder or s3:// prefix (default: $BRAINTUMOR_OUTPUT, else outputs)")
     parser.add_argument("--dry-run", action="store_true", help="write tuning.json but leave model_info.json unchanged")
     args = parser.parse_args()
 

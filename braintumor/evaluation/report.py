@@ -1,5 +1,6 @@
 """Evaluate a saved model on one split of the preprocessed data and write the report.
 
+The model, the preprocessed data and the report may each be local or under an `s3://` prefix.
 Writes into `output`:
 
     metrics.json        the metrics, the model's facts and the split's patients
@@ -16,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from braintumor.data.io import read_slice
+from braintumor import locations, s3
+from braintumor.data.io import SliceReadError, read_slice
 from braintumor.evaluation import metrics, plots
 from braintumor.models.io import load_model
 from braintumor.postprocessing import MaskSettings, mask_settings, masks_from_probabilities, pixel_probabilities
-from braintumor.preprocessing.pipeline import parquet_dir
+from braintumor.preprocessing.pipeline import MANIFEST, parquet_dir
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +41,10 @@ def evaluate(
     """Predict every slice of `split` with the model in `model_dir` and write metrics and plots.
 
     Args:
-        model_dir: a folder written by `braintumor.models.io.save_model`.
-        data: the preprocessing output folder (contains parquet/<split>/ and split.json).
-        output: folder for the report.
+        model_dir: a folder or S3 prefix written by `braintumor.models.io.save_model`.
+        data: the preprocessing output folder or S3 prefix (contains parquet/<split>/ and split.json).
+        output: folder or S3 prefix for the report. For S3 the files are written to a temporary
+            folder and uploaded, one object each, when the report is complete.
         split: "test" for the honest figures; "validation" to tune post-processing.
         history: per-epoch training metrics, plotted as training curves if given.
         settings: how a segmenter's probabilities become masks; by default the settings stored
@@ -52,10 +55,14 @@ def evaluate(
 
     Raises:
         FileNotFoundError: the split's Parquet folder does not exist.
+        s3.S3Error: an S3 location cannot be read or written, naming the bucket and key.
     """
+    with locations.staging_folder(output) as folder:
+        return _write_report(model_dir, data, folder, split, history, settings)
+
+
+def _write_report(model_dir, data, output: Path, split: str, history, settings: MaskSettings | None) -> dict:
     started = time.perf_counter()
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     model, info = load_model(model_dir)
     if info.task == "segment":
         settings = settings or mask_settings(info)
@@ -104,12 +111,10 @@ def predict_split(model, task: str, data, split: str, flip_averaging: bool = Fal
 
     from braintumor.runtime import init_ray
 
-    folder = parquet_dir(data, split)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: preprocessed {split} split not found; run jobs/preprocess.py first")
+    filesystem, path = locations.arrow_filesystem(preprocessed_split(data, split))
     init_ray()
     columns = ["patient_id", "slice_number", "image_path", "label", "image", "mask"]
-    dataset = ray.data.read_parquet(str(folder.resolve())).select_columns(columns)
+    dataset = ray.data.read_parquet(path, filesystem=filesystem).select_columns(columns)
 
     frames, probabilities, masks = [], [], []
     for batch in dataset.iter_batches(batch_size=PREDICT_BATCH, batch_format="numpy"):
@@ -130,6 +135,24 @@ def predict_split(model, task: str, data, split: str, flip_averaging: bool = Fal
     return rows, probabilities[order], masks[order]
 
 
+def preprocessed_split(data, split: str) -> str | Path:
+    """Return the Parquet folder of `split` in the preprocessing output `data`, local or S3.
+
+    A local split folder appears only when all its shards are written. In S3 there are no folders
+    to rename, so a split counts as written only once its manifest object exists.
+
+    Raises:
+        FileNotFoundError: the split has not been written (s3.S3NotFoundError when the bucket is missing).
+    """
+    folder = parquet_dir(data, split)
+    written = locations.is_file(locations.join(folder, MANIFEST)) if s3.is_s3(folder) else Path(folder).is_dir()
+    if not written:
+        raise FileNotFoundError(
+            f"{folder}: preprocessed {split} split not found; run jobs/preprocess.py --output {data} first"
+        )
+    return folder
+
+
 def _segmentation_report(rows, probabilities, true_masks, settings: MaskSettings, output: Path) -> dict:
     threshold = settings.threshold
     pred_masks = masks_from_probabilities(probabilities, settings)
@@ -148,7 +171,13 @@ def _segmentation_report(rows, probabilities, true_masks, settings: MaskSettings
 
     plots.plot_per_patient_dice(table, output / "per_patient_dice.png")
     chosen = _overlay_slices(rows, true_masks, pred_masks)
-    images = np.stack([read_slice(rows.at[i, "image_path"]) for i in chosen])
+    try:
+        images = np.stack([read_slice(rows.at[i, "image_path"]) for i in chosen])
+    except SliceReadError as error:
+        # The Parquet rows keep the path each slice had when it was preprocessed, which another
+        # machine may not reach. The metrics do not need the raw slices, so only the overlays go.
+        logger.warning("overlays.png not drawn: cannot read a raw slice (%s)", error)
+        return summary
     titles = [
         f"{rows.at[i, 'patient_id'][:12]} #{rows.at[i, 'slice_number']} "
         f"Dice {metrics.dice_score(pred_masks[i], true_masks[i]):.2f}"
@@ -179,11 +208,9 @@ def _headline(report: dict) -> str:
     return f"ROC AUC {auc}, F1 {c['f1']:.3f}, accuracy {c['accuracy']:.3f}"
 
 
-def write_json(payload: dict, path: Path) -> None:
-    """Write `payload` as indented JSON to a temporary name, then rename it to `path`."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-    partial.replace(path)
+def write_json(payload: dict, path: str | Path) -> None:
+    """Write `payload` as indented JSON to a local file or an S3 object, replacing it whole."""
+    locations.write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(value):

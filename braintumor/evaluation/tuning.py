@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from braintumor import locations
 from braintumor.evaluation import metrics
 from braintumor.evaluation.report import write_json
 from braintumor.models.io import INFO_FILE, load_model
@@ -87,10 +88,11 @@ def tune(model_dir: str | Path, data: str | Path, write: bool = True) -> dict:
     """Search the decision settings on the validation split and, with `write`, store the best in model_info.json.
 
     Writes `tuning.json` (the whole search and, for a segmenter, the gains) into the model folder.
+    The model folder and `data` may be local or `s3://` prefixes; each file written is replaced whole.
     """
     from braintumor.evaluation.report import predict_split
 
-    model_dir = Path(model_dir)
+    model_dir = locations.as_location(model_dir)
     model, info = load_model(model_dir)
     if info.task == "classify":
         return _tune_classifier(model, info, model_dir, data, write)
@@ -110,19 +112,19 @@ def tune(model_dir: str | Path, data: str | Path, write: bool = True) -> dict:
         "gains": single_change_gains(results),
         "grid": results,
     }
-    write_json(summary, model_dir / TUNING_FILE)
+    write_json(summary, locations.join(model_dir, TUNING_FILE))
     if write:
         updated = replace(info, threshold=chosen.threshold, postprocessing=chosen.postprocessing())
-        write_json(asdict(updated), model_dir / INFO_FILE)
+        write_json(asdict(updated), locations.join(model_dir, INFO_FILE))
     logger.info(
         "validation Dice %.4f with %s (plain 0.5 threshold: %.4f); %s",
         best["dice"], asdict(chosen), summary["gains"]["baseline_dice"],
-        f"stored in {model_dir / INFO_FILE}" if write else "not stored",
+        f"stored in {locations.join(model_dir, INFO_FILE)}" if write else "not stored",
     )
     return summary
 
 
-def _tune_classifier(model, info, model_dir: Path, data, write: bool) -> dict:
+def _tune_classifier(model, info, model_dir: str | Path, data, write: bool) -> dict:
     from braintumor.evaluation.report import predict_split
 
     rows, probability, _ = predict_split(model, "classify", data, "validation")
@@ -138,11 +140,12 @@ def _tune_classifier(model, info, model_dir: Path, data, write: bool) -> dict:
         "gains": {"baseline_f1": plain["f1"], f"threshold_{best['threshold']}": best["f1"] - plain["f1"]},
         "grid": results,
     }
-    write_json(summary, model_dir / TUNING_FILE)
+    write_json(summary, locations.join(model_dir, TUNING_FILE))
     if write:
-        write_json(asdict(replace(info, threshold=best["threshold"])), model_dir / INFO_FILE)
+        write_json(asdict(replace(info, threshold=best["threshold"])), locations.join(model_dir, INFO_FILE))
     logger.info(
         "validation F1 %.4f at threshold %.2f (0.5: %.4f); %s",
-        best["f1"], best["threshold"], plain["f1"], f"stored in {model_dir / INFO_FILE}" if write else "not stored",
+        best["f1"], best["threshold"], plain["f1"],
+        f"stored in {locations.join(model_dir, INFO_FILE)}" if write else "not stored",
     )
     return summary

@@ -1,14 +1,18 @@
 """Save and load trained models with the facts a user of the model needs beside them.
 
-A saved model is a folder with `model.keras` and `model_info.json`. The model uses built-in tf-keras
-layers only, so it loads without braintumor. The JSON file records the task, architecture,
-normalisation, decision threshold, sizes and where the model came from.
+A saved model is a folder with `model.keras` and `model_info.json`, on the local disk or under an
+`s3://` prefix. The model uses built-in tf-keras layers only, so it loads without braintumor. The
+JSON file records the task, architecture, normalisation, decision threshold, sizes and where the
+model came from.
 """
 
 import json
+import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from braintumor import locations, s3
 
 MODEL_FILE = "model.keras"
 INFO_FILE = "model_info.json"
@@ -34,9 +38,25 @@ class ModelLoadError(ValueError):
     """A path that does not hold a braintumor model, with what was found instead."""
 
 
-def save_model(model, info: ModelInfo, folder: str | Path) -> Path:
-    """Write `model` and `info` to `folder`; each file goes to a temporary name and is renamed when complete."""
-    folder = Path(folder)
+def save_model(model, info: ModelInfo, folder: str | Path) -> str | Path:
+    """Write `model` and `info` to the folder or S3 prefix `folder`; each file is replaced whole.
+
+    Locally each file goes to a temporary name and is renamed when complete. For S3 the files are
+    written to a temporary folder, then uploaded one object each, `model.keras` first.
+
+    Returns:
+        `folder`, as a Path locally and as a URI string for S3.
+    """
+    if s3.is_s3(folder):
+        with tempfile.TemporaryDirectory(prefix="braintumor-model-") as staging:
+            _save_local(model, info, Path(staging))
+            for name in (MODEL_FILE, INFO_FILE):
+                locations.write_bytes(locations.join(folder, name), (Path(staging) / name).read_bytes())
+        return str(folder)
+    return _save_local(model, info, Path(folder))
+
+
+def _save_local(model, info: ModelInfo, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / f"partial-{MODEL_FILE}"
     model.save(str(partial))
@@ -51,30 +71,53 @@ def load_model(folder: str | Path):
     """Load a model saved by `save_model`, without compiling it and in Keras safe mode.
 
     Args:
-        folder: the model folder, or its `model.keras` file.
+        folder: the model folder or its `model.keras` file, local or `s3://`. An S3 model is
+            downloaded to a temporary folder first.
 
     Returns:
         (model, ModelInfo).
 
     Raises:
         ModelLoadError: the folder or file is missing, or is not a Keras model archive.
+        s3.S3Error: the bucket is missing or S3 cannot be read, naming the bucket and key.
     """
-    import tensorflow as tf
-
+    if s3.is_s3(folder):
+        return _load_from_s3(str(folder))
     folder = Path(folder)
     if folder.is_file():
         folder = folder.parent
+    return _load_local(folder, location=folder)
+
+
+def _load_from_s3(uri: str):
+    if locations.name(uri) == MODEL_FILE:
+        uri = str(locations.parent(uri))
+    with tempfile.TemporaryDirectory(prefix="braintumor-model-") as staging:
+        for name in (MODEL_FILE, INFO_FILE):
+            # is_file() is False for a missing object but raises for a missing bucket, so a wrong
+            # bucket name is reported as such rather than as a missing model file.
+            source = locations.join(uri, name)
+            if locations.is_file(source):
+                (Path(staging) / name).write_bytes(locations.read_bytes(source))
+        return _load_local(Path(staging), location=uri)
+
+
+def _load_local(folder: Path, location: str | Path):
+    """Load the model in the local `folder`. Error messages name `location`, the folder or S3 prefix the caller gave."""
+    import tensorflow as tf
+
     model_path, info_path = folder / MODEL_FILE, folder / INFO_FILE
+    model_location = locations.join(location, MODEL_FILE)
     if not model_path.is_file():
-        raise ModelLoadError(f"{folder}: no {MODEL_FILE} here; expected a folder written by braintumor training")
+        raise ModelLoadError(f"{location}: no {MODEL_FILE} here; expected a folder written by braintumor training")
     if not zipfile.is_zipfile(model_path):
-        raise ModelLoadError(f"{model_path}: not a Keras model archive (.keras files are zip archives)")
+        raise ModelLoadError(f"{model_location}: not a Keras model archive (.keras files are zip archives)")
     if not info_path.is_file():
-        raise ModelLoadError(f"{folder}: {INFO_FILE} is missing beside {MODEL_FILE}")
+        raise ModelLoadError(f"{location}: {INFO_FILE} is missing beside {MODEL_FILE}")
 
     info = ModelInfo(**json.loads(info_path.read_text()))
     try:
         model = tf.keras.models.load_model(str(model_path), compile=False, safe_mode=True)
     except (ValueError, OSError, KeyError) as error:
-        raise ModelLoadError(f"{model_path}: cannot load the model ({error})") from None
+        raise ModelLoadError(f"{model_location}: cannot load the model ({error})") from None
     return model, info

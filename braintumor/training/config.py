@@ -4,6 +4,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from braintumor import locations
 from braintumor.models.classification import CLASSIFIERS
 from braintumor.models.segmentation import SEGMENTERS
 
@@ -16,12 +17,13 @@ class TrainConfig:
     """Everything that decides what a training run does.
 
     Paths are stored as strings so the config travels to Ray workers and into JSON unchanged.
+    `data`, `output` and `resume` may be local paths or `s3://` URIs.
     """
 
     task: str = "segment"
     architecture: str = ""
-    data: str = "outputs"  # folder written by preprocessing, with parquet/<split>/
-    output: str = "outputs/runs"  # runs are written to <output>/<name>/
+    data: str = "outputs"  # folder or S3 prefix written by preprocessing, with parquet/<split>/
+    output: str = "outputs/runs"  # runs are written to <output>/<name>/, a folder or an S3 prefix
     name: str = ""
     epochs: int = 30
     batch_size: int = 16  # slices per worker per step
@@ -70,8 +72,9 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
 
     @property
-    def run_dir(self) -> Path:
-        return Path(self.output) / self.name
+    def run_dir(self) -> str | Path:
+        """The run's folder: a Path locally, an `s3://` URI string for S3."""
+        return locations.join(self.output, self.name)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,10 +84,8 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in known})
 
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        partial.replace(path)
+    def save(self, path: str | Path) -> str | Path:
+        """Write the configuration as JSON to a local file or an S3 object, replacing it whole."""
+        path = locations.as_location(path)
+        locations.write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path

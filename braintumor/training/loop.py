@@ -16,6 +16,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from braintumor import locations
 from braintumor.training.config import TrainConfig
 
 logger = logging.getLogger("braintumor.training")
@@ -160,7 +161,9 @@ def train_loop_per_worker(config_values: dict) -> None:
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and config.resume:
-        checkpoint = ray.train.Checkpoint.from_directory(config.resume)
+        # A local path or an s3:// URI. The driver has already made a local path absolute.
+        filesystem, path = locations.arrow_filesystem(config.resume)
+        checkpoint = ray.train.Checkpoint(path, filesystem=filesystem)
     with strategy.scope():
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:

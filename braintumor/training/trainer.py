@@ -1,6 +1,6 @@
 """Driver side of training: set up Ray Train, run it, and keep the best model of the run.
 
-A run writes to `<output>/<name>/`:
+A run writes to `<output>/<name>/`, a local folder or an `s3://` prefix:
 
     config.json            the resolved configuration
     split.json             the patient split the data was made with
@@ -9,20 +9,19 @@ A run writes to `<output>/<name>/`:
     history.json           per-epoch metrics of the whole run
     evaluation/            metrics.json and plots on the test patients (see braintumor.evaluation)
 
-Running the same command again continues from the latest checkpoint of that run name.
+Running the same command again continues from the latest checkpoint of that run name: Ray Train
+finds its checkpoint list in `checkpoints/`, locally or in S3, and hands the latest to the workers.
 """
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from braintumor import __version__
+from braintumor import __version__, locations, s3
 from braintumor.models.io import ModelInfo, save_model
 from braintumor.preprocessing.normalization import NORMALIZATION
-from braintumor.preprocessing.pipeline import parquet_dir
 from braintumor.training.config import TrainConfig
 from braintumor.training.loop import CHECKPOINT_MODEL, MONITORS, TrainingState, train_loop_per_worker
 
@@ -35,10 +34,10 @@ GPU_WORKER_CPUS = 2.0
 
 @dataclass
 class TrainingResult:
-    """Locations and best-epoch metrics of a finished run."""
+    """Locations and best-epoch metrics of a finished run. Locations are Paths locally and URI strings for S3."""
 
-    run_dir: Path
-    model_dir: Path
+    run_dir: str | Path
+    model_dir: str | Path
     best_epoch: int
     best_metrics: dict
     epochs_done: int
@@ -48,8 +47,11 @@ class TrainingResult:
 def train(config: TrainConfig) -> TrainingResult:
     """Train the model `config` describes with Ray Train's TensorflowTrainer and save its best epoch.
 
+    `config.data`, `config.output` and `config.resume` may each be local or `s3://`.
+
     Raises:
-        FileNotFoundError: the preprocessed Parquet splits are missing.
+        FileNotFoundError: the preprocessed Parquet splits or the checkpoint to resume are missing.
+        s3.S3Error: an S3 location cannot be read or written, naming the bucket and key.
         RuntimeError: training failed on the workers (the message carries their error).
     """
     import ray
@@ -58,30 +60,25 @@ def train(config: TrainConfig) -> TrainingResult:
     from ray.data.expressions import col
     from ray.train.tensorflow import TensorflowTrainer
 
+    from braintumor.evaluation.report import preprocessed_split
     from braintumor.runtime import init_ray, worker_env
 
     started = time.perf_counter()
-    folders = {split: parquet_dir(config.data, split) for split in ("train", "validation")}
-    for split, folder in folders.items():
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"{folder}: preprocessed {split} split not found; run jobs/preprocess.py --output {config.data} first"
-            )
+    folders = {split: preprocessed_split(config.data, split) for split in ("train", "validation")}
     if config.resume:
-        # Workers run in other folders, so they need an absolute path.
-        resume = Path(config.resume).resolve()
-        if not (resume / CHECKPOINT_MODEL).is_file():
-            raise FileNotFoundError(f"{resume}: not a checkpoint folder (no {CHECKPOINT_MODEL} inside)")
-        config.resume = str(resume)
-    run_dir = config.run_dir.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(run_dir / "config.json")
-    split_file = Path(config.data) / "split.json"
-    if split_file.is_file():
-        shutil.copyfile(split_file, run_dir / "split.json")
+        config.resume = _checkpoint_to_resume(config.resume)
+    run_dir = config.run_dir if s3.is_s3(config.run_dir) else config.run_dir.resolve()
+    locations.make_folder(run_dir)
+    config.save(locations.join(run_dir, "config.json"))
+    split_file = locations.join(config.data, "split.json")
+    if locations.is_file(split_file):
+        locations.write_bytes(locations.join(run_dir, "split.json"), locations.read_bytes(split_file))
 
     init_ray()
-    datasets = {split: ray.data.read_parquet(str(folder.resolve())) for split, folder in folders.items()}
+    datasets = {}
+    for split, folder in folders.items():
+        filesystem, path = locations.arrow_filesystem(folder)
+        datasets[split] = ray.data.read_parquet(path, filesystem=filesystem)
     if config.limit_train:
         datasets["train"] = datasets["train"].limit(config.limit_train)
     if config.tumour_copies:
@@ -105,6 +102,8 @@ def train(config: TrainConfig) -> TrainingResult:
     )
 
     monitor, mode = MONITORS[config.task]
+    # With a custom filesystem Ray Train takes the storage path without its scheme (bucket/key).
+    storage_filesystem, storage_path = locations.arrow_filesystem(run_dir)
     trainer = TensorflowTrainer(
         train_loop_per_worker,
         train_loop_config=config.to_dict(),
@@ -113,7 +112,8 @@ def train(config: TrainConfig) -> TrainingResult:
         ),
         run_config=RunConfig(
             name="checkpoints",
-            storage_path=str(run_dir),
+            storage_path=storage_path,
+            storage_filesystem=storage_filesystem,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=monitor, checkpoint_score_order=mode
             ),
@@ -130,9 +130,9 @@ def train(config: TrainConfig) -> TrainingResult:
     best_checkpoint, best_metrics = pick(result.best_checkpoints, key=lambda pair: pair[1][monitor])
     with result.checkpoint.as_directory() as latest:
         state = TrainingState.load(latest)
-    (run_dir / "history.json").write_text(json.dumps(state.history, indent=2) + "\n")
+    locations.write_text(locations.join(run_dir, "history.json"), json.dumps(state.history, indent=2) + "\n")
 
-    model_dir = run_dir / "model"
+    model_dir = locations.join(run_dir, "model")
     with best_checkpoint.as_directory() as folder:
         import tensorflow as tf
 
@@ -159,6 +159,19 @@ def train(config: TrainConfig) -> TrainingResult:
         epochs_done=state.epochs_done,
         seconds=seconds,
     )
+
+
+def _checkpoint_to_resume(location: str) -> str:
+    """Check that `location` contains a checkpoint and return it in the form workers can open.
+
+    Workers run in other folders, so a local path becomes absolute. An S3 URI is kept as it is.
+    """
+    checkpoint = locations.as_location(location)
+    if not s3.is_s3(checkpoint):
+        checkpoint = checkpoint.resolve()
+    if not locations.is_file(locations.join(checkpoint, CHECKPOINT_MODEL)):
+        raise FileNotFoundError(f"{checkpoint}: not a checkpoint folder (no {CHECKPOINT_MODEL} inside)")
+    return str(checkpoint)
 
 
 def _default_cpus_per_worker(config: TrainConfig) -> float:
