@@ -30,6 +30,11 @@ def join(location: Location, *parts: str) -> str | Path:
     return Path(location).joinpath(*parts)
 
 
+def absolute(location: Location) -> str:
+    """Return `location` as text that names the same place from any working folder: an S3 URI as it is, a local path resolved."""
+    return str(location) if s3.is_s3(location) else str(Path(location).resolve())
+
+
 def name(location: Location) -> str:
     """Return the last part of the location: the file name or the key's last segment."""
     return str(location).rstrip("/").rsplit("/", 1)[-1] if s3.is_s3(location) else Path(location).name

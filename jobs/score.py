@@ -25,9 +25,9 @@ def main() -> int:
                         help="folder tree, .zip or .tar(.gz) archive, or index CSV with patient_id and image_path columns; "
                              "a local path, or an s3://bucket/key object or s3://bucket/prefix")
     parser.add_argument("--output", required=True, help="output folder (created if missing) or s3://bucket/prefix (the bucket must exist)")
-    parser.add_argument("--segmenter", default=str(default_segmenter), help=f"segmenter model folder (default: {default_segmenter})")
+    parser.add_argument("--segmenter", default=str(default_segmenter), help=f"segmenter model folder or s3:// prefix (default: {default_segmenter})")
     classifier = parser.add_mutually_exclusive_group()
-    classifier.add_argument("--classifier", default=str(default_classifier), help=f"classifier model folder (default: {default_classifier})")
+    classifier.add_argument("--classifier", default=str(default_classifier), help=f"classifier model folder or s3:// prefix (default: {default_classifier})")
     classifier.add_argument("--no-classifier", action="store_true",
                             help="score without a classifier: a slice's tumour probability is the segmenter's highest pixel probability")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="slices per model call and per part file")

@@ -31,6 +31,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from braintumor import locations
 from braintumor.models.io import INFO_FILE, MODEL_FILE, ModelInfo
 from braintumor.preprocessing.normalization import NORMALIZATION
 from braintumor.scoring.sources import list_source
@@ -96,20 +97,20 @@ class ScoringSummary:
 
 
 def read_model_info(folder: str | Path, role: str) -> ModelInfo:
-    """Read the ModelInfo of a saved model without loading TensorFlow.
+    """Read the ModelInfo of a saved model, a local folder or an `s3://` prefix, without loading TensorFlow.
 
     Raises:
         FileNotFoundError: the folder lacks `model.keras` or `model_info.json`, with what to do.
+        s3.S3Error: the bucket is missing or cannot be read.
     """
-    folder = Path(folder)
-    missing = [name for name in (MODEL_FILE, INFO_FILE) if not (folder / name).is_file()]
+    missing = [name for name in (MODEL_FILE, INFO_FILE) if not locations.is_file(locations.join(folder, name))]
     if missing:
         raise FileNotFoundError(
             f"{role} model not found: {folder} has no {' or '.join(missing)}. Train one with "
             f"`python jobs/train.py --task {'segment' if role == 'segmenter' else 'classify'}` "
             f"or pass --{role} with a model folder."
         )
-    return ModelInfo(**json.loads((folder / INFO_FILE).read_text()))
+    return ModelInfo(**json.loads(locations.read_text(locations.join(folder, INFO_FILE))))
 
 
 def run_scoring(
@@ -185,8 +186,8 @@ def run_scoring(
 
     labels, errors, patients = assemble_tables(entries, listing.errors, results)
     models = {
-        "segmenter": {"path": str(Path(segmenter_dir).resolve()), **asdict(segmenter_info)},
-        "classifier": {"path": str(Path(classifier_dir).resolve()), **asdict(classifier_info)} if classifier_info else None,
+        "segmenter": {"path": locations.absolute(segmenter_dir), **asdict(segmenter_info)},
+        "classifier": {"path": locations.absolute(classifier_dir), **asdict(classifier_info)} if classifier_info else None,
     }
     summary = ScoringSummary(
         input=str(listing.path),

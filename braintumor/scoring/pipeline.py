@@ -21,6 +21,7 @@ import ray
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
+from braintumor import locations
 from braintumor.data.io import SLICE_SHAPE, SliceReadError, decode_slice
 from braintumor.inference import SlicePredictions
 from braintumor.scoring.sources import TAR, SliceEntry, SourceListing, iter_slice_bytes, predicted_mask_name
@@ -81,8 +82,8 @@ def score_pending(
         SliceScorer,
         # Absolute paths, because the actors' working folder need not be this process's.
         fn_constructor_kwargs={
-            "segmenter_dir": str(Path(segmenter_dir).resolve()),
-            "classifier_dir": str(Path(classifier_dir).resolve()) if classifier_dir is not None else None,
+            "segmenter_dir": locations.absolute(segmenter_dir),
+            "classifier_dir": locations.absolute(classifier_dir) if classifier_dir is not None else None,
             "storage": storage,
             "run_id": run_id,
             "batch_size": batch_size,

@@ -346,6 +346,22 @@ def test_local_input_to_s3_output(ray_local, tiny_models, local_run, scans, buck
     assert (summary.scored, summary.failed) == (len(GOOD_MEMBERS), len(BAD_MEMBERS))
 
 
+def test_models_in_s3(ray_local, tiny_models, local_run, scans, s3_bucket, tmp_path):
+    from braintumor import s3
+
+    model_uris = []
+    for role, folder in zip(("segmenter", "classifier"), tiny_models):
+        s3.upload_folder(folder, f"{s3_bucket}/models/{role}")
+        model_uris.append(f"{s3_bucket}/models/{role}")
+
+    summary = run_scoring(scans, tmp_path / "scored", *model_uris, batch_size=BATCH_SIZE)
+
+    found, expected = tables_at(tmp_path / "scored"), tables_at(local_run[1])
+    pd.testing.assert_frame_equal(found["labels"], expected["labels"], check_exact=True)
+    assert summary.models["segmenter"]["path"] == model_uris[0]
+    assert summary.models["classifier"]["path"] == model_uris[1]
+
+
 def test_zip_in_s3_with_unsafe_members(ray_local, tiny_models, local_run, scans, s3_bucket, tmp_path):
     archive = zip_folder(scans, tmp_path / "scans.zip", prefix="kaggle_3m/")
     escape = (scans / GOOD_MEMBERS[0]).read_bytes()
