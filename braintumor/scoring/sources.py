@@ -501,6 +501,9 @@ def _csv_image_location(csv_path: str | Path, image_path: str) -> tuple[str | Pa
             return image_path, str(error)
         return image_path, None
     if Path(image_path).is_absolute():
+        if s3.is_s3(csv_path):
+            # A CSV shared through a bucket must not make every node that runs the job read its local files.
+            return image_path, "a local path in an index CSV stored in S3; give an s3:// URI or a path relative to the CSV"
         return Path(image_path), None
     if not s3.is_s3(csv_path):
         return Path(csv_path).parent / image_path, None
@@ -531,7 +534,11 @@ def _object_sizes(uris: list[str]) -> dict[str, int]:
     for bucket, keys in keys_by_bucket.items():
         shared = os.path.commonprefix(sorted(keys))
         folder = shared[: shared.rfind("/") + 1]
-        listed = s3.list_object_sizes(f"{s3.SCHEME}{bucket}/{folder}")
+        try:
+            listed = s3.list_object_sizes(f"{s3.SCHEME}{bucket}/{folder}")
+        except s3.S3NotFoundError:
+            # A row naming a bucket that does not exist is that row's error, not the whole job's.
+            continue
         sizes.update({uri: size for uri, size in listed.items() if s3.S3Uri.parse(uri).key in keys})
     return sizes
 
@@ -570,7 +577,7 @@ def _csv_file_problem(location: str | Path, object_sizes: dict[str, int]) -> str
     if s3.is_s3(location):
         size = object_sizes.get(str(location))
         if size is None:
-            return "object not found"
+            return "object not found (or its bucket does not exist)"
     else:
         try:
             file_stat = location.stat()
@@ -612,8 +619,15 @@ def _read_zip_members(path: str | Path, entries: Iterable[SliceEntry]) -> Iterat
     with _open_container(path, ZIP_READ_BYTES) as file, zipfile.ZipFile(file) as archive:
         infos = archive.infolist()
         for entry in entries:
+            position = int(entry.location)
+            changed = _changed_member(entry, infos[position].filename, infos[position].file_size) if position < len(infos) else (
+                "the archive has fewer members than when it was listed, so it changed during the run; run the job again"
+            )
+            if changed:
+                yield entry, None, changed
+                continue
             try:
-                with archive.open(infos[int(entry.location)]) as member:
+                with archive.open(infos[position]) as member:
                     data = member.read(MAX_MEMBER_BYTES + 1)
             # zipfile raises these for a bad CRC, an encrypted member, an unknown compression
             # method or corrupt compressed data.
@@ -631,6 +645,13 @@ def _read_tar_members(path: str | Path, entries: Iterable[SliceEntry]) -> Iterat
                 entry = pending.get(position)
                 if entry is None:
                     continue
+                changed = _changed_member(entry, member.name, member.size)
+                if changed:
+                    del pending[position]
+                    yield entry, None, changed
+                    if not pending:
+                        return
+                    continue
                 extracted = archive.extractfile(member)
                 data = extracted.read(MAX_MEMBER_BYTES + 1) if extracted is not None else None
                 # Removed only once read, so a member whose read fails is reported below.
@@ -646,6 +667,23 @@ def _read_tar_members(path: str | Path, entries: Iterable[SliceEntry]) -> Iterat
         reason = f"the archive cannot be read past this point ({type(error).__name__}: {error})"
     for entry in sorted(pending.values(), key=lambda item: int(item.location)):
         yield entry, None, reason
+
+
+def _changed_member(entry: SliceEntry, name: str, size: int) -> str | None:
+    """Return why the member at an entry's position is not the one listed, or None if it is.
+
+    Read tasks find archive members by their position in the listing. An archive replaced after
+    the listing would otherwise give one slice's bytes, and so its scores, to another slice.
+    NOTE: an archive rewritten with every member at the same position, name and size but other
+    contents is not detected.
+    """
+    same_name = entry.source.endswith(f"!/{name}") or entry.source.endswith(f"!/{_displayable(name)}")
+    if not same_name or size != entry.size:
+        return (
+            f"the archive changed after it was listed (its member {int(entry.location)} is now '{_displayable(name)}' "
+            f"of {size} bytes, not this slice of {entry.size} bytes); run the job again"
+        )
+    return None
 
 
 def _checked_size(data: bytes) -> tuple[bytes | None, str | None]:

@@ -240,6 +240,8 @@ def test_s3_index_csv_listing(scans, s3_bucket):
         "P3,images/missing_4.tif",
         "P4,../../../escape_5.tif",
         "P5,images/notes.txt",
+        "P6,s3://no-such-bucket-for-rows/P6_1.tif",
+        "P7,/etc/P7_1.tif",
     ]
     s3.write_bytes(f"{s3_bucket}/data/index.csv", ("\n".join(rows) + "\n").encode())
 
@@ -254,9 +256,11 @@ def test_s3_index_csv_listing(scans, s3_bucket):
     assert [entry.size for entry in listing.entries] == [(scans / member).stat().st_size for member in (*GOOD_MEMBERS[:2], GOOD_MEMBERS[3])]
     assert listing.ignored == ["images/P2/P2_1_mask.tif"]
     reasons = sorted(error.reason for error in listing.errors)
-    assert reasons[0] == "line 6: object not found"
-    assert reasons[1].startswith(f"line 7: image_path '../../../escape_5.tif' leads outside the bucket '{s3.S3Uri.parse(s3_bucket).bucket}'")
-    assert reasons[2].startswith("line 8: not a slice file")
+    assert reasons[0].startswith("line 10: a local path in an index CSV stored in S3")
+    assert reasons[1].startswith("line 6: object not found")
+    assert reasons[2].startswith(f"line 7: image_path '../../../escape_5.tif' leads outside the bucket '{s3.S3Uri.parse(s3_bucket).bucket}'")
+    assert reasons[3].startswith("line 8: not a slice file")
+    assert reasons[4].startswith("line 9: object not found (or its bucket does not exist)")
 
 
 def test_s3_input_not_found(s3_bucket):

@@ -364,3 +364,30 @@ def test_undecodable_and_long_names_are_errors(tmp_path):
     reasons = {error.member: error.reason for error in listing.errors}
     assert reasons["P1/\\udcff_2.tif"] == "unsafe member name: name is not valid UTF-8"
     assert "over 255 bytes, too long for a file system" in reasons[f"P1/{long_stem}_3.tif"]
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_archive_replaced_after_listing(tmp_path, kind):
+    # The same members in reverse order: reading by listed position must not swap slices.
+    path = tmp_path / f"scans.{kind}"
+    members = {f"P1/P1_{number}.tif": bytes([number]) * (1000 + number) for number in range(1, 4)}
+
+    def write(names):
+        if kind == "zip":
+            path.write_bytes(zip_bytes({name: members[name] for name in names}))
+            return
+        with tarfile.open(path, "w") as archive:
+            for name in names:
+                add_tar_member(archive, name, members[name])
+
+    write(sorted(members))
+    listing = list_source(path)
+    write(sorted(members, reverse=True))
+
+    results = {entry.member: (data, error) for entry, data, error in iter_slice_bytes(listing.kind, path, listing.entries)}
+
+    assert results["P1/P1_2.tif"][0] == members["P1/P1_2.tif"]  # still at its listed position
+    for name in ("P1/P1_1.tif", "P1/P1_3.tif"):
+        data, error = results[name]
+        assert data is None, name
+        assert "the archive changed after it was listed" in error, name
