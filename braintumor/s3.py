@@ -59,6 +59,8 @@ class S3Uri:
         if not is_s3(text):
             raise ValueError(f"{text}: not an S3 URI; expected s3://bucket/key")
         bucket, _, key = text[len(SCHEME):].partition("/")
+        # s3://bucket//prefix means s3://bucket/prefix; a key that starts with '/' is almost always a typo.
+        key = key.lstrip("/")
         if not bucket:
             raise ValueError(f"{text}: the S3 URI has no bucket name; expected s3://bucket/key")
         return cls(bucket, key)
@@ -78,8 +80,18 @@ class S3Uri:
 
 
 def is_s3(location) -> bool:
-    """Return whether `location` is an s3:// URI rather than a local path."""
-    return str(location).startswith(SCHEME)
+    """Return whether `location` is an s3:// URI rather than a local path.
+
+    Raises:
+        ValueError: a mistyped URI such as `s3:/bucket` or `S3://bucket`, which would otherwise be
+            taken as a local path and silently written to a folder named `s3:`.
+    """
+    text = str(location)
+    if text.startswith(SCHEME):
+        return True
+    if text[:3].lower() == "s3:":
+        raise ValueError(f"{text}: not a valid S3 URI; write it as s3://bucket/key, with a lower-case 's3' and two slashes")
+    return False
 
 
 def endpoint_url() -> str | None:
@@ -106,7 +118,13 @@ def _client(endpoint: str | None, region_name: str):
     from botocore.config import Config
 
     config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60)
-    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region_name, config=config)
+    try:
+        return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region_name, config=config)
+    except ValueError as error:  # botocore's "Invalid endpoint: ..."
+        raise ValueError(
+            f"S3 endpoint '{endpoint}' from {'/'.join(ENDPOINT_VARIABLES)} is not valid ({error}); "
+            "expected a URL such as http://127.0.0.1:9000"
+        ) from None
 
 
 def filesystem():
