@@ -34,7 +34,7 @@ from pathlib import Path
 from braintumor import locations
 from braintumor.models.io import INFO_FILE, MODEL_FILE, ModelInfo
 from braintumor.preprocessing.normalization import NORMALIZATION
-from braintumor.scoring.sources import list_source
+from braintumor.scoring.sources import SLICE_SUFFIXES, list_source
 from braintumor.scoring.storage import OutputStorage, open_storage
 from braintumor.scoring.tables import (
     ERRORS_CSV,
@@ -164,6 +164,11 @@ def run_scoring(
         logger.info("removed %d partial file(s) left by an interrupted run in %s", removed, storage.uri())
 
     listing = list_source(input_path, exclude=storage.uri())
+    if not listing.entries and not listing.errors:
+        logger.warning(
+            "%s: no slice files (%s) found, %d other file(s) ignored; check the input location",
+            listing.path, ", ".join(SLICE_SUFFIXES), len(listing.ignored),
+        )
     entries = listing.entries[:limit] if limit is not None else listing.entries
     results = read_latest_results(storage)
     done = completed_members(results, storage, entries, versions)
