@@ -13,7 +13,7 @@ larger than the dataset) and then, one after the other on the same machine:
   memory of the job's process tree. A tar archive is read as one stream by one read task, so it
   is the case where a reader running ahead of the actors could pile up slices in memory;
 - with `--formats`, job on the whole dataset as it is (each slice once) as the folder itself, as
-  a zip and as a plain tar archive, checking that the three labels tables are identical.
+  a zip and as a plain tar archive, comparing the three labels tables.
 
 Memory is the resident set size (RSS) of the `jobs/score.py` process and all its descendants (the
 Ray processes it starts and their workers), sampled every 0.25 s from /proc, so Linux only. Pages
@@ -54,7 +54,11 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="slices per model call, in both paths")
     parser.add_argument("--actors", type=int, default=1, help="model actors of the job")
     parser.add_argument("--formats", action="store_true", help="also score the whole dataset as a folder, a zip and a tar and compare the labels tables")
+    parser.add_argument("--compare-only", action="store_true",
+                        help="run nothing: compare the labels tables a finished benchmark left in --work again, and rewrite its table")
     args = parser.parse_args()
+    if args.compare_only:
+        return compare_again(Path(args.work))
 
     from braintumor.paths import data_root
     from braintumor.runtime import setup_logging
@@ -82,6 +86,21 @@ def main() -> int:
     results["runs"].append({"path": "bare model.predict", "slices": args.throughput_slices, **bare})
     print(f"bare, {args.throughput_slices} slices: {json.dumps(bare)}", file=sys.stderr)
 
+    table = format_table(results)
+    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (work / "table.md").write_text(table)
+    print(table)
+    return 0
+
+
+def compare_again(work: Path) -> int:
+    """Recompute the comparisons of the labels tables in a finished benchmark's work folder and rewrite its table."""
+    results = json.loads((work / "results.json").read_text())
+    sizes = [int(size) for size in results["same_labels"]]
+    results["same_labels"] = compare_labels(work, sizes)
+    if results.get("formats"):
+        results["formats"] = {key: value for key, value in results["formats"].items() if key in ("slices", "runs")}
+        results["formats"].update(compare_dataset_runs(work))
     table = format_table(results)
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (work / "table.md").write_text(table)
@@ -220,39 +239,60 @@ def measure_bare_predict(slices: list[Path], count: int, segmenter: Path, classi
 
 
 def compare_labels(work: Path, sizes: list[int]) -> dict:
-    """Check that the zip and the tar.gz run of each size wrote the same labels table, row for row."""
+    """Compare the labels tables of the zip and the tar.gz run of each size (see `compare_tables`)."""
     import pandas as pd
 
-    same = {}
+    comparisons = {}
     for size in sizes:
-        tables = []
-        for archive_format in ("zip", "tar.gz"):
-            table = pd.read_csv(work / f"scored-{archive_format}-{size}" / "labels.csv")
-            tables.append(table.drop(columns=["source"]).sort_values("member").reset_index(drop=True))
-        same[str(size)] = bool(tables[0].equals(tables[1]))
-        print(f"{size} slices: zip and tar.gz labels tables {'identical' if same[str(size)] else 'DIFFERENT'}", file=sys.stderr)
-    return same
+        tables = [pd.read_csv(work / f"scored-{archive_format}-{size}" / "labels.csv") for archive_format in ("zip", "tar.gz")]
+        comparisons[str(size)] = compare_tables(*tables)
+        print(f"{size} slices, zip against tar.gz: {json.dumps(comparisons[str(size)])}", file=sys.stderr)
+    return comparisons
+
+
+def compare_tables(first, second) -> dict:
+    """Compare two labels tables, row by member, without their `source` column.
+
+    Returns whether the tables are equal, whether every column other than the tumour probability
+    is equal (members, patients, labels, areas, mask files, model versions), and the largest
+    difference of a tumour probability. TensorFlow's CPU kernels can round a slice's probability
+    differently in batches of other slices, and a tar archive is read in its own order, so its
+    batches need not be those of a zip.
+    """
+    tables = [table.drop(columns=["source"]).sort_values("member").reset_index(drop=True) for table in (first, second)]
+    others = [table.drop(columns=["tumour_probability"]) for table in tables]
+    same_shape = tables[0].shape == tables[1].shape
+    difference = (tables[0]["tumour_probability"] - tables[1]["tumour_probability"]).abs().max() if same_shape else float("nan")
+    return {
+        "rows": len(tables[0]),
+        "identical": bool(tables[0].equals(tables[1])),
+        "identical_except_probability": bool(others[0].equals(others[1])),
+        "max_probability_difference": float(difference),
+    }
 
 
 def compare_formats(data: Path, slices: list[Path], work: Path, segmenter: Path, classifier: Path, batch_size: int, actors: int) -> dict:
-    """Score every slice of `data` once as the folder, a zip and a tar; return the runs and whether the labels agree."""
-    import pandas as pd
-
+    """Score every slice of `data` once as the folder, a zip and a tar; return the runs and how the labels tables compare."""
     inputs = {
         "folder": data,
         "zip": write_archive(slices, len(slices), work / "dataset.zip"),
         "tar": write_archive(slices, len(slices), work / "dataset.tar"),
     }
-    runs, tables = {}, {}
+    runs = {}
     for name, source in inputs.items():
-        output = work / f"dataset-{name}"
-        runs[name] = time_scoring_job(source, output, segmenter, classifier, batch_size, actors)
-        table = pd.read_csv(output / "labels.csv")
-        tables[name] = table.drop(columns=["source"]).sort_values("member").reset_index(drop=True)
+        runs[name] = time_scoring_job(source, work / f"dataset-{name}", segmenter, classifier, batch_size, actors)
         print(f"dataset as {name}: {json.dumps(runs[name])}", file=sys.stderr)
-    same = all(tables[name].equals(tables["folder"]) for name in ("zip", "tar"))
-    print(f"folder, zip and tar labels tables {'identical' if same else 'DIFFERENT'} ({len(tables['folder'])} rows)", file=sys.stderr)
-    return {"slices": len(slices), "rows": len(tables["folder"]), "identical": same, "runs": runs}
+    return {"slices": len(slices), "runs": runs, **compare_dataset_runs(work)}
+
+
+def compare_dataset_runs(work: Path) -> dict:
+    """Compare the labels tables of the zip and the tar run of the whole dataset with the folder run's."""
+    import pandas as pd
+
+    tables = {name: pd.read_csv(work / f"dataset-{name}" / "labels.csv") for name in ("folder", "zip", "tar")}
+    comparisons = {name: compare_tables(tables["folder"], tables[name]) for name in ("zip", "tar")}
+    print(f"whole dataset against the folder run: {json.dumps(comparisons)}", file=sys.stderr)
+    return {"against_folder": comparisons}
 
 
 class MemorySampler:
@@ -329,8 +369,7 @@ def format_table(results: dict) -> str:
     bare = next(run for run in results["runs"] if run["path"] == "bare model.predict")
     lines = [
         f"Machine: {results['machine']}. Models: {results['models']}. Batch size {results['batch_size']}, "
-        f"{results['actors']} actor(s). Labels tables of the zip and tar.gz runs identical, by size: "
-        f"{', '.join(f'{size}: {same}' for size, same in results['same_labels'].items())}.",
+        f"{results['actors']} actor(s).",
         "",
         "| path | slices | wall s | slices/s | of bare | steady slices/s | peak RSS, process tree | peak RSS, largest process |",
         "|---|---|---|---|---|---|---|---|",
@@ -344,19 +383,37 @@ def format_table(results: dict) -> str:
             f"| jobs/score.py ({run['format']}) | {run['slices']} | {run['wall_s']} | {run['slices_per_s']} | {ratio:.2f} | "
             f"{run['steady_slices_per_s']} | {run['peak_rss_tree_mib']} MiB | {run['peak_rss_process_mib']} MiB |"
         )
+    lines += ["", "Labels tables of the zip and the tar.gz run of each size:", ""] + comparison_table(
+        {f"{size} slices, zip / tar.gz": comparison for size, comparison in results["same_labels"].items()}
+    )
     formats = results.get("formats")
     if formats:
         lines += [
             "",
-            f"The whole dataset, each of its {formats['slices']} slices once: labels tables of the folder, zip and tar runs "
-            f"{'identical' if formats['identical'] else 'DIFFERENT'} ({formats['rows']} rows each).",
+            f"The whole dataset, each of its {formats['slices']} slices once, as the folder, a zip and a plain tar:",
             "",
             "| input | wall s | slices/s | of bare |",
             "|---|---|---|---|",
         ]
         for name, run in formats["runs"].items():
             lines.append(f"| {name} | {run['wall_s']} | {run['slices_per_s']} | {run['slices_per_s'] / bare['slices_per_s']:.2f} |")
+        lines += ["", "Their labels tables against the folder run's:", ""] + comparison_table(
+            {f"{name} / folder": comparison for name, comparison in formats["against_folder"].items()}
+        )
     return "\n".join(lines) + "\n"
+
+
+def comparison_table(comparisons: dict[str, dict]) -> list[str]:
+    lines = [
+        "| runs compared | rows | identical | identical but the probability | max probability difference |",
+        "|---|---|---|---|---|",
+    ]
+    for name, comparison in comparisons.items():
+        lines.append(
+            f"| {name} | {comparison['rows']} | {comparison['identical']} | {comparison['identical_except_probability']} | "
+            f"{comparison['max_probability_difference']:.1e} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":
