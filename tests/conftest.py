@@ -79,7 +79,7 @@ def ray_local():
 
 
 def start_moto_server(port: int, extra_env: dict | None = None) -> subprocess.Popen:
-    """Start moto's S3-compatible server on 127.0.0.1:`port` and wait until it answers."""
+    """Start moto's S3-compatible server on 127.0.0.1:`port` and wait until it accepts connections."""
     env = dict(os.environ, **(extra_env or {}))
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
