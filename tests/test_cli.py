@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 
 from braintumor.cli import run_job, user_error_in
@@ -32,6 +34,15 @@ def test_user_error_in_exception_chain():
 def test_user_error_in_none_for_bugs():
     assert user_error_in(RuntimeError("a bug")) is None
     assert user_error_in(WorkerError(KeyError("x"))) is None
+
+
+@pytest.fixture(autouse=True)
+def restore_package_logger():
+    """run_job configures the `braintumor` logger; put it back as it was for the tests that follow."""
+    logger = logging.getLogger("braintumor")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers, logger.level, logger.propagate = saved
 
 
 def test_run_job_wrapped_user_error_exits_2():
