@@ -6,7 +6,6 @@ written under a temporary name and renamed, and an S3 object is written by a sin
 """
 
 import os
-import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -90,13 +89,6 @@ def is_file(location: Location) -> bool:
     return s3.exists(str(location)) if s3.is_s3(location) else Path(location).is_file()
 
 
-def is_folder(location: Location) -> bool:
-    """Return whether `location` is a local folder, or an S3 prefix with at least one object below it."""
-    if s3.is_s3(location):
-        return bool(s3.list_objects(str(location)))
-    return Path(location).is_dir()
-
-
 def make_folder(location: Location) -> None:
     """Create a local folder with its parents. S3 has no folders, so only the bucket is checked there."""
     if s3.is_s3(location):
@@ -105,49 +97,11 @@ def make_folder(location: Location) -> None:
         Path(location).mkdir(parents=True, exist_ok=True)
 
 
-def remove_folder(location: Location) -> None:
-    """Delete a folder or every object under an S3 prefix; a missing one is not an error."""
-    if s3.is_s3(location):
-        s3.delete_folder(str(location))
-    else:
-        shutil.rmtree(location, ignore_errors=True)
-
-
 def arrow_filesystem(location: Location):
     """Return `(filesystem, path)` for pyarrow and Ray Data: an S3 filesystem and `bucket/key`, or None and an absolute path."""
     if s3.is_s3(location):
         return s3.filesystem(), s3.arrow_path(str(location))
     return None, str(Path(location).resolve())
-
-
-@contextmanager
-def local_folder(location: Location) -> Iterator[Path]:
-    """Yield a local folder with the contents of `location`: the folder itself, or a temporary copy of an S3 prefix."""
-    if not s3.is_s3(location):
-        yield Path(location)
-        return
-    with tempfile.TemporaryDirectory(prefix="braintumor-s3-") as folder:
-        s3.download_folder(str(location), folder)
-        yield Path(folder)
-
-
-def publish_folder(source: Path, location: Location) -> None:
-    """Copy the finished local folder `source` to `location`, replacing what is there.
-
-    Locally the copy is written beside the target and renamed over it. In S3 the old objects are
-    deleted first, then the new ones uploaded; a reader during the upload may see part of the folder.
-    """
-    if s3.is_s3(location):
-        s3.delete_folder(str(location))
-        s3.upload_folder(source, str(location))
-        return
-    target = Path(location)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex}")
-    shutil.copytree(source, partial)
-    if target.exists():
-        shutil.rmtree(target)
-    partial.rename(target)
 
 
 @contextmanager

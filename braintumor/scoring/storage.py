@@ -7,11 +7,10 @@ temporary file and a rename, and S3 from its PUT, which stores the whole object 
 
 import os
 import re
-import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from braintumor import s3
+from braintumor import locations, s3
 from braintumor.scoring.sources import UnsafeNameError, safe_member_name
 
 _PARTIAL_NAME = re.compile(r"^\..+\.partial-[0-9a-f]{32}$")
@@ -63,15 +62,8 @@ class LocalStorage(OutputStorage):
         self.root = Path(root).resolve()
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex}")
-        try:
-            partial.write_bytes(data)
-            os.replace(partial, path)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
+        # Writes `.<name>.partial-<hex>` first, the pattern remove_partial_writes looks for.
+        locations.write_bytes(self._path(name), data)
 
     def read_bytes(self, name: str) -> bytes:
         return self._path(name).read_bytes()
