@@ -3,7 +3,7 @@
 Credentials come from the standard AWS chain that boto3 and pyarrow both follow: environment
 variables, the shared config and credentials files (AWS_PROFILE), then an instance or task role.
 An S3-compatible store (MinIO, Ceph, a local test server) is chosen with AWS_ENDPOINT_URL_S3 or
-AWS_ENDPOINT_URL, the variables boto3 reads; pyarrow's S3 filesystem is given the same endpoint here.
+AWS_ENDPOINT_URL, the variables boto3 reads. This module gives pyarrow's S3 filesystem the same endpoint.
 
 Every failure of a request becomes an `S3Error` that names the bucket and key and says what to do:
 object or bucket not found, access denied, no credentials, endpoint unreachable.

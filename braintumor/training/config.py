@@ -73,7 +73,7 @@ class TrainConfig:
 
     @property
     def run_dir(self) -> str | Path:
-        """The run's folder: a Path locally, an `s3://` URI string for S3."""
+        """Folder of the run: a Path locally, or an `s3://` URI string for S3."""
         return locations.join(self.output, self.name)
 
     def to_dict(self) -> dict:
