@@ -34,8 +34,32 @@ def normalize_slices(images: np.ndarray) -> np.ndarray:
     if images.ndim not in (3, 4):
         raise ValueError(f"expected (N, H, W, C) or (H, W, C) slices, got shape {images.shape}")
 
-    scaled = images.astype(np.float32) / 255.0
-    spatial_axes = (-3, -2)
-    mean = scaled.mean(axis=spatial_axes, keepdims=True)
-    std = np.maximum(scaled.std(axis=spatial_axes, keepdims=True), STD_FLOOR)
-    return (scaled - mean) / std
+    batch = images.reshape(-1, *images.shape[-3:])
+    mean, std = _channel_statistics(batch)
+    mean, std = mean / 255.0, np.maximum(std / 255.0, STD_FLOOR)
+    # (x / 255 - mean) / std, as one multiply and one add per pixel.
+    scale = (1.0 / (255.0 * std)).astype(np.float32)[:, None, None, :]
+    offset = (-mean / std).astype(np.float32)[:, None, None, :]
+    normalized = batch.astype(np.float32)
+    normalized *= scale
+    normalized += offset
+    return normalized.reshape(images.shape)
+
+
+def _channel_statistics(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the per-slice, per-channel mean and standard deviation of a (N, H, W, C) uint8 batch.
+
+    Both are (N, C) float64, computed from a 256-bin histogram of each slice and channel, so they
+    are exact up to float64 rounding. Plain float32 reductions over the 65,536 pixels of a slice
+    moved normalised values by up to 5e-3 on the dataset's slices.
+    """
+    count, height, width, channels = batch.shape
+    pixels = batch.reshape(count, height * width, channels)
+    histograms = np.empty((count, channels, 256), dtype=np.float64)
+    for index in range(count):
+        for channel in range(channels):
+            histograms[index, channel] = np.bincount(pixels[index, :, channel], minlength=256)
+    levels = np.arange(256, dtype=np.float64)
+    mean = histograms @ levels / (height * width)
+    variance = (histograms * (levels - mean[..., None]) ** 2).sum(axis=-1) / (height * width)
+    return mean, np.sqrt(variance)

@@ -108,3 +108,17 @@ def test_normalize_rejects_bad_shape(shape):
     expected = r"expected \(N, H, W, C\) or \(H, W, C\) slices, got shape " + re.escape(str(shape))
     with pytest.raises(ValueError, match=expected):
         normalize_slices(np.zeros(shape, dtype=np.uint8))
+
+
+def test_normalize_matches_float64_reference():
+    # Float32 reductions over the 65,536 pixels of a full-size slice lose precision, so compare with float64.
+    images = _random_slices(2, seed=3)
+    images = np.repeat(np.repeat(images, 4, axis=1), 4, axis=2)  # 256 x 256, as the dataset
+    images[1, :128] //= 8  # a dark half, so the mean is far from the midpoint
+    scaled = images.astype(np.float64) / 255.0
+    mean = scaled.mean(axis=(1, 2), keepdims=True)
+    std = np.maximum(scaled.std(axis=(1, 2), keepdims=True), STD_FLOOR)
+
+    normalized = normalize_slices(images)
+
+    np.testing.assert_allclose(normalized, (scaled - mean) / std, atol=1e-5)
