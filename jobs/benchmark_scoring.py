@@ -176,7 +176,7 @@ def time_scoring_job(archive: Path, output: Path, segmenter: Path, classifier: P
         sys.executable, str(REPO_ROOT / "jobs" / "score.py"), "--input", str(archive), "--output", str(output),
         "--segmenter", str(segmenter), "--classifier", str(classifier), "--batch-size", str(batch_size), "--actors", str(actors),
     ]
-    log = output.with_suffix(".log")
+    log = output.parent / f"{output.name}.log"
     started = time.perf_counter()
     with log.open("w") as log_file:
         job = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT)
