@@ -61,6 +61,57 @@ def split_patients(
     return split
 
 
+def fold_splits(
+    index: pd.DataFrame, folds: int = 5, seed: int = 0, validation_fraction: float = 0.125
+) -> list[dict[str, list[str]]]:
+    """Cut the patients into `folds` test groups and return one train / validation / test split per fold.
+
+    Each patient is a test patient in exactly one fold. Patients with and without tumour slices
+    are shuffled with `seed` and dealt to the groups in turn, so every group gets its share of
+    both. In each fold, `validation_fraction` of the other patients (of each kind, at least one
+    with tumour) become validation patients and the rest train.
+
+    Raises:
+        ValueError: fewer than 2 folds, a validation fraction outside (0, 1), or a fold in which
+            some split would have no tumour slice (too few patients with tumour for `folds`).
+    """
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    if not 0 < validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be between 0 and 1, got {validation_fraction}")
+    has_tumour = index.groupby("patient_id")["mask"].max().sort_index()
+    kinds = (has_tumour[has_tumour > 0].index, has_tumour[has_tumour == 0].index)
+    if len(kinds[0]) < 3 * folds:
+        raise ValueError(
+            f"{folds} folds need at least {3 * folds} patients with tumour slices (one each for test, "
+            f"validation and train in every fold), got {len(kinds[0])}; use fewer folds"
+        )
+
+    rng = np.random.default_rng(seed)
+    groups: list[list[str]] = [[] for _ in range(folds)]
+    position = 0
+    for patients in kinds:
+        for patient in rng.permutation(np.asarray(patients, dtype=object)):
+            groups[position % folds].append(str(patient))
+            position += 1
+
+    splits = []
+    for fold, test in enumerate(groups):
+        fold_rng = np.random.default_rng([seed, fold])
+        split = {"train": [], "validation": [], "test": sorted(test)}
+        for patients in kinds:
+            others = [str(patient) for patient in patients if str(patient) not in test]
+            others = [str(patient) for patient in fold_rng.permutation(np.asarray(others, dtype=object))]
+            minimum = 1 if patients is kinds[0] else 0
+            n_validation = max(minimum, round(len(others) * validation_fraction))
+            split["validation"] += others[:n_validation]
+            split["train"] += others[n_validation:]
+        split = {name: sorted(patients) for name, patients in split.items()}
+        check_split(split, index)
+        splits.append(split)
+    return splits
+
+
 def check_split(split: dict[str, list[str]], index: pd.DataFrame) -> None:
     """Check that the split covers the index's patients once each and each split has tumour slices.
 

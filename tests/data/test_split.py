@@ -6,6 +6,7 @@ import pytest
 from braintumor.data.split import (
     SPLIT_NAMES,
     check_split,
+    fold_splits,
     load_or_create_split,
     load_split,
     save_split,
@@ -218,3 +219,59 @@ def test_load_or_create_rejects_split_of_other_dataset(index_90, tmp_path):
 
     with pytest.raises(ValueError, match="in no split"):
         load_or_create_split(index_90, path)
+
+
+# fold_splits
+
+
+def test_folds_each_patient_tested_once(index_90):
+    splits = fold_splits(index_90, folds=5)
+
+    tested = [patient for split in splits for patient in split["test"]]
+    assert len(splits) == 5
+    assert len(tested) == len(set(tested))
+    assert set(tested) == set(index_90["patient_id"])
+
+
+def test_folds_disjoint_with_tumours(index_90):
+    for split in fold_splits(index_90, folds=5):
+        _assert_disjoint_and_complete(split, index_90)
+        for name in SPLIT_NAMES:
+            assert _tumour_slices(split, index_90, name) > 0, name
+
+
+def test_folds_sizes(index_90):
+    # 60 tumour and 30 other patients: 12 + 6 test patients per fold, 12.5% of the other 72 validate.
+    for split in fold_splits(index_90, folds=5):
+        assert len(split["test"]) == 18
+        assert len(split["validation"]) == 9
+        assert len(split["train"]) == 63
+
+
+def test_folds_same_seed_same_folds(index_90):
+    assert fold_splits(index_90, folds=3, seed=4) == fold_splits(index_90, folds=3, seed=4)
+    assert fold_splits(index_90, folds=3, seed=4) != fold_splits(index_90, folds=3, seed=5)
+
+
+def test_folds_real_index_by_patient(real_index):
+    index = real_index.frame
+
+    splits = fold_splits(index, folds=5)
+
+    for split in splits:
+        _assert_disjoint_and_complete(split, index)
+    tested = sorted(patient for split in splits for patient in split["test"])
+    assert tested == sorted(index["patient_id"].unique())
+
+
+@pytest.mark.parametrize(
+    ("folds", "fraction", "message"),
+    [
+        (1, 0.125, "folds must be at least 2, got 1"),
+        (5, 0.0, "validation_fraction must be between 0 and 1, got 0.0"),
+        (25, 0.125, "25 folds need at least 75 patients with tumour slices"),
+    ],
+)
+def test_folds_invalid_settings(index_90, folds, fraction, message):
+    with pytest.raises(ValueError, match=message):
+        fold_splits(index_90, folds=folds, validation_fraction=fraction)
