@@ -4,7 +4,7 @@
     python jobs/crossvalidate.py --task classify --data ../shared/data/lgg/kaggle_3m --output outputs/crossvalidation
 
 Every patient is a test patient in exactly one fold. Each fold preprocesses the dataset into its
-own folder (about 2.5 GB for the 3,250 slices), trains a model from scratch, chooses its decision
+own folder (about 660 MB for the 3,250 slices), trains a model from scratch, chooses its decision
 settings on the fold's validation patients and evaluates it on the fold's test patients. The
 pooled figures go to <output>/crossvalidation.md and .json. Running the same command again skips
 finished folds and continues an unfinished fold's training from its checkpoint.

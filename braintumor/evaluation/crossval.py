@@ -12,7 +12,7 @@ functions as the single-split commands:
 
 A rerun skips the folds whose evaluation exists and continues a fold's training from its
 checkpoint, so a killed job loses at most the epoch it was in. Each fold's Parquet copy of the
-data takes as much space as a single preprocessing run (about 2.5 GB for the 3,250 slices).
+data takes as much space as a single preprocessing run (about 660 MB for the 3,250 slices).
 """
 
 import json
