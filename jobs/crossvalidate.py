@@ -7,7 +7,8 @@ Every patient is a test patient in exactly one fold. Each fold preprocesses the 
 own folder (about 660 MB for the 3,250 slices), trains a model from scratch, chooses its decision
 settings on the fold's validation patients and evaluates it on the fold's test patients. The
 pooled figures go to <output>/crossvalidation.md and .json. Running the same command again skips
-finished folds and continues an unfinished fold's training from its checkpoint.
+finished folds and continues an unfinished fold's training from its checkpoint; other settings
+need another --output folder.
 """
 
 import argparse

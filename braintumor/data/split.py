@@ -82,9 +82,10 @@ def fold_splits(
     has_tumour = index.groupby("patient_id")["mask"].max().sort_index()
     kinds = (has_tumour[has_tumour > 0].index, has_tumour[has_tumour == 0].index)
     if len(kinds[0]) < 3 * folds:
+        advice = "use fewer folds" if folds > 2 else "cross-validation needs more patients"
         raise ValueError(
             f"{folds} folds need at least {3 * folds} patients with tumour slices (one each for test, "
-            f"validation and train in every fold), got {len(kinds[0])}; use fewer folds"
+            f"validation and train in every fold), got {len(kinds[0])}; {advice}"
         )
 
     rng = np.random.default_rng(seed)
@@ -104,6 +105,11 @@ def fold_splits(
             others = [str(patient) for patient in fold_rng.permutation(np.asarray(others, dtype=object))]
             minimum = 1 if patients is kinds[0] else 0
             n_validation = max(minimum, round(len(others) * validation_fraction))
+            if patients is kinds[0] and n_validation >= len(others):
+                raise ValueError(
+                    f"validation_fraction {validation_fraction} leaves fold {fold + 1} no patient with tumour "
+                    "slices to train on; use a smaller validation fraction"
+                )
             split["validation"] += others[:n_validation]
             split["train"] += others[n_validation:]
         split = {name: sorted(patients) for name, patients in split.items()}

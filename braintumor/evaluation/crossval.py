@@ -8,10 +8,13 @@ functions as the single-split commands:
     <output>/fold-<k>/parquet/...                 the fold's preprocessed splits
     <output>/fold-<k>/runs/<run>/...              training run, model and checkpoints
     <output>/fold-<k>/evaluation/metrics.json     test metrics (with per_patient.csv or predictions.csv)
+    <output>/fold-<k>/done.json                   written when fold k is complete
+    <output>/settings.json                        task, folds, seed and training options of the run
     <output>/crossvalidation.json, .md            per-fold and pooled figures
 
-A rerun skips the folds whose evaluation exists and continues a fold's training from its
-checkpoint, so a killed job loses at most the epoch it was in. Each fold's Parquet copy of the
+A rerun skips the finished folds (those with `done.json`) and continues a fold's training from
+its checkpoint. `settings.json` records the settings that made the folds, and a rerun with other
+settings into the same folder is rejected, so folds of different runs are never pooled. Each fold's Parquet copy of the
 data takes as much space as a single preprocessing run (about 660 MB for the 3,250 slices).
 """
 
@@ -25,15 +28,17 @@ import pandas as pd
 from sklearn.metrics import f1_score
 
 from braintumor import locations
-from braintumor.data.index import load_index
+from braintumor.data.index import load_index, read_csv_table
 from braintumor.data.split import fold_splits, load_split, save_split
 from braintumor.evaluation import metrics
-from braintumor.models.io import MODEL_FILE
+from braintumor.models.io import INFO_FILE
 
 logger = logging.getLogger(__name__)
 
 SUMMARY_JSON = "crossvalidation.json"
 SUMMARY_MARKDOWN = "crossvalidation.md"
+SETTINGS_JSON = "settings.json"  # the settings of the run that made the folds
+FOLD_DONE = "done.json"  # written in a fold's folder once its evaluation is complete
 
 
 @dataclass
@@ -56,11 +61,12 @@ def fold_folder(output: str | Path, fold: int) -> str | Path:
 
 
 def cross_validate(config: CrossValidationConfig) -> dict:
-    """Run every fold that has no evaluation yet, then write and return the pooled figures.
+    """Run every fold that is not finished yet, then write and return the pooled figures.
 
     Raises:
-        ValueError: a fold folder contains a split.json that differs from the fold's split (from
-            another seed, fold count or dataset), or too few patients for the folds.
+        ValueError: invalid training options, too few patients for the folds, or an output folder
+            of an earlier run with other settings (task, folds, seed, validation share, training
+            options or patients).
     """
     from braintumor.evaluation.report import evaluate
     from braintumor.evaluation.tuning import tune
@@ -68,42 +74,74 @@ def cross_validate(config: CrossValidationConfig) -> dict:
     from braintumor.training.config import TrainConfig
     from braintumor.training.trainer import train
 
-    output = locations.as_location(config.output)
-    locations.make_folder(output)
+    # Built once here so that an invalid option stops the job before any fold is preprocessed.
+    TrainConfig(task=config.task, **config.train_options)
     index = load_index(config.data).frame
     splits = fold_splits(index, config.folds, config.seed, config.validation_fraction)
+    output = locations.as_location(config.output)
+    locations.make_folder(output)
+    _check_settings(config, locations.join(output, SETTINGS_JSON))
 
     for fold, split in enumerate(splits, start=1):
         folder = fold_folder(output, fold)
-        metrics_file = locations.join(folder, "evaluation", "metrics.json")
-        if locations.is_file(metrics_file):
-            logger.info("fold %d of %d: already evaluated (%s), skipped", fold, config.folds, metrics_file)
+        _write_fold_split(split, locations.join(folder, "split.json"), config.seed)
+        done_file = locations.join(folder, FOLD_DONE)
+        if locations.is_file(done_file):
+            logger.info("fold %d of %d: finished by an earlier run (%s), skipped", fold, config.folds, done_file)
             continue
         logger.info(
             "fold %d of %d: %d train, %d validation, %d test patients",
             fold, config.folds, len(split["train"]), len(split["validation"]), len(split["test"]),
         )
-        _write_fold_split(split, locations.join(folder, "split.json"), config.seed)
         preprocess(config.data, folder, seed=config.seed)
         train_config = TrainConfig(
-            task=config.task, data=str(folder), output=str(locations.join(folder, "runs")), **config.train_options
+            task=config.task, data=str(folder), output=str(locations.join(folder, "runs")),
+            name=f"{config.task}-fold-{fold}", **config.train_options,
         )
         run_dir = train_config.run_dir
         model_dir = locations.join(run_dir, "model")
-        # The model is saved when training ends, so a fold killed during tuning or evaluation keeps it.
-        if locations.is_file(locations.join(model_dir, MODEL_FILE)):
+        # model_info.json is written after model.keras, so its presence means training finished.
+        if locations.is_file(locations.join(model_dir, INFO_FILE)):
             logger.info("fold %d: training finished in an earlier run, using %s", fold, model_dir)
         else:
             train(train_config)
         tune(model_dir, folder)
         history = json.loads(locations.read_text(locations.join(run_dir, "history.json")))
-        evaluate(model_dir, folder, locations.join(folder, "evaluation"), split="test", history=history)
+        report = evaluate(model_dir, folder, locations.join(folder, "evaluation"), split="test", history=history)
+        # Written after the whole evaluation folder, which S3 receives one object at a time.
+        locations.write_text(done_file, json.dumps({"fold": fold, "version": report["model"]["version"]}) + "\n")
 
     summary = summarize_folds(output, config.folds)
+    summary["settings"] = _settings(config)
     locations.write_text(locations.join(output, SUMMARY_JSON), json.dumps(summary, indent=2) + "\n")
     locations.write_text(locations.join(output, SUMMARY_MARKDOWN), summary_markdown(summary))
     logger.info("cross-validation over %d folds: %s", config.folds, _headline(summary))
     return summary
+
+
+def _settings(config: CrossValidationConfig) -> dict:
+    return {
+        "task": config.task,
+        "folds": config.folds,
+        "seed": config.seed,
+        "validation_fraction": config.validation_fraction,
+        "train_options": config.train_options,
+    }
+
+
+def _check_settings(config: CrossValidationConfig, path: str | Path) -> None:
+    """Save the run's settings in its output folder, or check that an earlier run there used the same."""
+    settings = _settings(config)
+    if not locations.is_file(path):
+        locations.write_text(path, json.dumps(settings, indent=2) + "\n")
+        return
+    earlier = json.loads(locations.read_text(path))
+    if earlier != json.loads(json.dumps(settings)):
+        changed = sorted(name for name in settings if earlier.get(name) != json.loads(json.dumps(settings[name])))
+        raise ValueError(
+            f"{path}: the folds in this folder were made with other settings ({', '.join(changed)} changed), "
+            "so they cannot be pooled with this run; pass a new --output folder or run with the settings in that file"
+        )
 
 
 def _write_fold_split(split: dict[str, list[str]], path: str | Path, seed: int) -> None:
@@ -113,8 +151,8 @@ def _write_fold_split(split: dict[str, list[str]], path: str | Path, seed: int) 
         return
     if load_split(path) != split:
         raise ValueError(
-            f"{path} contains another patient split than this fold's (an earlier run with another seed, "
-            "fold count or dataset); use a new --output folder or delete that fold folder"
+            f"{path} contains another patient split than this fold's (the dataset changed since that run); "
+            "pass a new --output folder"
         )
 
 
@@ -131,7 +169,7 @@ def summarize_folds(output: str | Path, folds: int) -> dict:
         evaluation = locations.join(fold_folder(output, fold), "evaluation")
         report = json.loads(locations.read_text(locations.join(evaluation, "metrics.json")))
         segment = report["model"]["task"] == "segment"
-        table = pd.read_csv(locations.join(evaluation, "per_patient.csv" if segment else "predictions.csv"))
+        table = read_csv_table(locations.join(evaluation, "per_patient.csv" if segment else "predictions.csv"))
         table["fold"] = fold
         if not segment:
             table["predicted"] = (table["probability"] >= report["model"]["threshold"]).astype(int)

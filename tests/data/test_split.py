@@ -269,9 +269,16 @@ def test_folds_real_index_by_patient(real_index):
     [
         (1, 0.125, "folds must be at least 2, got 1"),
         (5, 0.0, "validation_fraction must be between 0 and 1, got 0.0"),
-        (25, 0.125, "25 folds need at least 75 patients with tumour slices"),
+        (25, 0.125, "25 folds need at least 75 patients with tumour slices.*use fewer folds"),
     ],
 )
 def test_folds_invalid_settings(index_90, folds, fraction, message):
     with pytest.raises(ValueError, match=message):
         fold_splits(index_90, folds=folds, validation_fraction=fraction)
+
+
+def test_folds_validation_share_leaves_training_tumours():
+    index = _synthetic_index(n_tumour=6, n_empty=0)
+
+    with pytest.raises(ValueError, match="validation_fraction 0.9 leaves fold 1 no patient with tumour slices to train on"):
+        fold_splits(index, folds=2, validation_fraction=0.9)

@@ -12,6 +12,7 @@ from braintumor.data.split import save_split
 from braintumor.evaluation.crossval import (
     SUMMARY_JSON,
     SUMMARY_MARKDOWN,
+    FOLD_DONE,
     CrossValidationConfig,
     _write_fold_split,
     cross_validate,
@@ -120,6 +121,7 @@ def test_cross_validate_two_folds_then_resume(make_fake_dataset, ray_local, tmp_
     assert summary["pooled"]["patients"] == 6
     assert [row["patients"] for row in summary["per_fold"]] == [3, 3]
     assert json.loads((output / SUMMARY_JSON).read_text()) == summary
+    assert summary["settings"]["seed"] == 0
     assert (output / SUMMARY_MARKDOWN).is_file()
     assert calls == [str(fold_folder(output, 1)), str(fold_folder(output, 2))]
 
@@ -128,8 +130,24 @@ def test_cross_validate_two_folds_then_resume(make_fake_dataset, ray_local, tmp_
     fold_1_metrics = fold_folder(output, 1) / "evaluation" / "metrics.json"
     written = fold_1_metrics.stat().st_mtime_ns
     shutil.rmtree(fold_folder(output, 2) / "evaluation")
+    (fold_folder(output, 2) / FOLD_DONE).unlink()
 
     assert cross_validate(config) == summary
     assert fold_1_metrics.stat().st_mtime_ns == written
     assert (fold_folder(output, 2) / "evaluation" / "metrics.json").is_file()
     assert len(calls) == 2
+
+    # Folds made with one seed are never pooled with a run of another.
+    other_seed = CrossValidationConfig(data=str(data), output=str(output), task="segment", folds=2, seed=1)
+    with pytest.raises(ValueError, match=r"settings.json: the folds in this folder were made with other settings \(seed changed\)"):
+        cross_validate(other_seed)
+
+
+def test_invalid_training_option_stops_first(tmp_path):
+    config = CrossValidationConfig(
+        data=str(tmp_path / "no-data"), output=str(tmp_path / "cv"), task="segment", train_options={"architecture": "unnet"}
+    )
+
+    with pytest.raises(ValueError, match="architecture for task 'segment' must be one of"):
+        cross_validate(config)
+    assert not (tmp_path / "cv").exists()
