@@ -28,6 +28,20 @@ def worker_env() -> dict[str, str]:
     return dict(WORKER_ENV, **forwarded)
 
 
+# A Ray Train actor logs a warning about once a second when it cannot reach the State API, which
+# runs in the dashboard. Local instances start without a dashboard, so it would flood the job log.
+REPEATED_WARNING_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+
+
+def quiet_ray_worker() -> None:
+    """Raise the level of loggers that repeat one warning many times a minute, in a Ray worker.
+
+    Ray runs it in every worker process of a job started by `init_ray`.
+    """
+    for name in REPEATED_WARNING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join a running Ray cluster, or start a local one on 127.0.0.1.
 
@@ -40,7 +54,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or _started_cluster_address()
-    runtime_env = {"env_vars": worker_env()}
+    runtime_env = {"env_vars": worker_env(), "worker_process_setup_hook": "braintumor.runtime.quiet_ray_worker"}
     if address:
         logger.info("connecting to the Ray cluster at %s", address)
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)

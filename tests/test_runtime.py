@@ -2,7 +2,7 @@ import logging
 
 import pytest
 
-from braintumor.runtime import WORKER_ENV, init_ray, setup_logging
+from braintumor.runtime import REPEATED_WARNING_LOGGERS, WORKER_ENV, init_ray, setup_logging
 
 
 def test_worker_env_selects_tf_keras():
@@ -43,3 +43,12 @@ def test_setup_logging_adds_one_handler(package_logger):
     assert len(package_logger.handlers) == 1
     assert package_logger.level == logging.DEBUG
     assert package_logger.propagate is False
+
+
+def test_workers_quiet_repeated_warnings(ray_local):
+    # Ray Train's placement group cleaner warns every second without a dashboard; workers raise its level.
+    @ray_local.remote
+    def levels():
+        return [logging.getLogger(name).level for name in REPEATED_WARNING_LOGGERS]
+
+    assert ray_local.get(levels.remote()) == [logging.ERROR] * len(REPEATED_WARNING_LOGGERS)
