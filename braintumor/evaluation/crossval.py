@@ -20,7 +20,7 @@ data takes as much space as a single preprocessing run (about 660 MB for the 3,2
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -120,13 +120,9 @@ def cross_validate(config: CrossValidationConfig) -> dict:
 
 
 def _settings(config: CrossValidationConfig) -> dict:
-    return {
-        "task": config.task,
-        "folds": config.folds,
-        "seed": config.seed,
-        "validation_fraction": config.validation_fraction,
-        "train_options": config.train_options,
-    }
+    """Return the settings that decide the folds and their models, as JSON would read them back."""
+    settings = {name: value for name, value in asdict(config).items() if name not in ("data", "output")}
+    return json.loads(json.dumps(settings))
 
 
 def _check_settings(config: CrossValidationConfig, path: str | Path) -> None:
@@ -136,8 +132,8 @@ def _check_settings(config: CrossValidationConfig, path: str | Path) -> None:
         locations.write_text(path, json.dumps(settings, indent=2) + "\n")
         return
     earlier = json.loads(locations.read_text(path))
-    if earlier != json.loads(json.dumps(settings)):
-        changed = sorted(name for name in settings if earlier.get(name) != json.loads(json.dumps(settings[name])))
+    changed = sorted(name for name in settings if earlier.get(name) != settings[name])
+    if changed:
         raise ValueError(
             f"{path}: the folds in this folder were made with other settings ({', '.join(changed)} changed), "
             "so they cannot be pooled with this run; pass a new --output folder or run with the settings in that file"
