@@ -1,7 +1,8 @@
 """The Ray Data stages of batch scoring: read and decode, then score on a pool of model actors.
 
 The read stage reads each slice's encoded bytes, so zip and tar members are read there and actors
-never open the archive. Each `SliceScorer` actor loads the models once, decodes a batch with the
+never open the archive. A compressed tar archive can only be read from start to end, so one
+`TarStreamReader` actor reads it and hands each read task its group of members in turn. Each `SliceScorer` actor loads the models once, decodes a batch with the
 checks of `braintumor.data.io`, normalises it with the training normalisation, predicts, and
 writes one mask PNG per slice and then the batch's part file, in that order.
 
@@ -33,8 +34,8 @@ logger = logging.getLogger(__name__)
 # every CPU of the cluster would leave none for the read stage, which then never runs, and the job
 # hangs without an error.
 READ_CPUS = 0.5
-# Read tasks of a folder, CSV or zip input each read this many blocks. A tar input has one read
-# task, because it can only be read from start to end.
+# Read tasks each read this many blocks. Ray Data holds back tasks it has not started yet but not a
+# running one, so the size of one task's group, not of the input, bounds how far reading gets ahead.
 BLOCKS_PER_READ_TASK = 4
 MIN_BLOCK_BYTES = 2**20
 # Batches the object store may hold at once: enough for each actor to have its next batch
@@ -74,7 +75,28 @@ def score_pending(
             f"cluster's {cluster_cpus} CPUs. Lower --actors or --cpus-per-actor."
         )
 
-    datasource = SliceBytesDatasource(listing.kind, str(listing.path), pending, batch_size)
+    stream_reader = None
+    if listing.kind == TAR and any(entry.span is None for entry in pending):
+        groups = group_in_archive_order(pending, batch_size * BLOCKS_PER_READ_TASK)
+        stream_reader = ray.remote(num_cpus=0)(TarStreamReader).remote(str(listing.path), groups)
+    try:
+        datasource = SliceBytesDatasource(listing.kind, str(listing.path), pending, batch_size, stream_reader)
+        return _run_scoring(datasource, storage, segmenter_dir, classifier_dir, run_id, batch_size, actors, cpus_per_actor)
+    finally:
+        if stream_reader is not None:
+            ray.kill(stream_reader)
+
+
+def _run_scoring(
+    datasource: "SliceBytesDatasource",
+    storage: OutputStorage,
+    segmenter_dir: str | Path,
+    classifier_dir: str | Path | None,
+    run_id: str,
+    batch_size: int,
+    actors: int,
+    cpus_per_actor: float,
+) -> Counter:
     # One read task per group, because a larger count would make Ray Data split the blocks.
     dataset = ray.data.read_datasource(datasource, num_cpus=READ_CPUS, override_num_blocks=len(datasource.groups()))
     scored = dataset.map_batches(
@@ -93,7 +115,7 @@ def score_pending(
         num_cpus=cpus_per_actor,
     )
     _bound_memory(scored.context, batch_size, actors)
-    logger.info("scoring %d slices with %d actor(s), %d slices per batch", len(pending), actors, batch_size)
+    logger.info("scoring %d slices with %d actor(s), %d slices per batch", len(datasource.entries), actors, batch_size)
     counts = Counter()
     for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
         counts.update(batch["status"].tolist())
@@ -118,31 +140,42 @@ def _bound_memory(context: ray.data.DataContext, batch_size: int, actors: int) -
 
 
 class SliceBytesDatasource(Datasource):
-    """Ray Data source of (member, pixels, read_error) rows for the slices still to score."""
+    """Ray Data source of (member, data, read_error) rows for the slices still to score.
 
-    def __init__(self, kind: str, container: str, entries: list[SliceEntry], rows_per_block: int):
+    `stream_reader` is the `TarStreamReader` actor of a compressed tar archive, None otherwise.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        container: str,
+        entries: list[SliceEntry],
+        rows_per_block: int,
+        stream_reader: "ray.actor.ActorHandle | None" = None,
+    ):
         self.kind = kind
         self.container = container
         self.entries = entries
         self.rows_per_block = rows_per_block
+        self.stream_reader = stream_reader
 
     def estimate_inmemory_data_size(self) -> int:
         return len(self.entries) * SLICE_BYTES
 
     def groups(self) -> list[list[SliceEntry]]:
         """Split the entries into the groups that each read task reads."""
-        if self.kind == TAR:
-            # NOTE: in the benchmarks Ray Data 2.60 did not hold this running task back, so it read
-            # ahead of the actors (160 MiB queued for a 4,000-slice tar.gz, budget 48 MiB).
-            return [self.entries]
         size = self.rows_per_block * BLOCKS_PER_READ_TASK
+        if self.stream_reader is not None:
+            return group_in_archive_order(self.entries, size)
         return [self.entries[start : start + size] for start in range(0, len(self.entries), size)]
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None) -> list[ReadTask]:
         # `parallelism` is ignored: the groups follow the batch size instead.
         return [
             ReadTask(
-                _read_function(self.kind, self.container, group, self.rows_per_block),
+                _read_function(self.kind, self.container, group, self.rows_per_block)
+                if self.stream_reader is None
+                else _stream_read_function(self.stream_reader, index, self.rows_per_block),
                 BlockMetadata(
                     num_rows=len(group),
                     size_bytes=len(group) * SLICE_BYTES,
@@ -151,7 +184,7 @@ class SliceBytesDatasource(Datasource):
                 ),
                 schema=BLOCK_SCHEMA,
             )
-            for group in self.groups()
+            for index, group in enumerate(self.groups())
         ]
 
 
@@ -168,11 +201,27 @@ def _read_function(kind: str, container: str, entries: list[SliceEntry], rows_pe
     return read_slices
 
 
+def _stream_read_function(stream_reader: "ray.actor.ActorHandle", group_index: int, rows_per_block: int):
+    """Return the function a read task calls to fetch group `group_index` from a `TarStreamReader`."""
+
+    def read_streamed_slices():
+        members = ray.get(stream_reader.read_group.remote(group_index))
+        return _blocks_of(members, rows_per_block)
+
+    return read_streamed_slices
+
+
 def _read_blocks(kind: str, container: str, entries: list[SliceEntry], rows_per_block: int):
     """Yield Arrow blocks of `rows_per_block` rows with each slice's bytes or the reason it could not be read."""
+    members = ((entry.member, data, read_error) for entry, data, read_error in iter_slice_bytes(kind, container, entries))
+    yield from _blocks_of(members, rows_per_block)
+
+
+def _blocks_of(members, rows_per_block: int):
+    """Yield Arrow blocks of `rows_per_block` (member, data, read_error) rows."""
     rows = {"member": [], "data": [], "read_error": []}
-    for entry, data, read_error in iter_slice_bytes(kind, container, entries):
-        rows["member"].append(entry.member)
+    for member, data, read_error in members:
+        rows["member"].append(member)
         rows["data"].append(data if read_error is None else None)
         rows["read_error"].append(read_error)
         if len(rows["member"]) == rows_per_block:
@@ -180,6 +229,66 @@ def _read_blocks(kind: str, container: str, entries: list[SliceEntry], rows_per_
             rows = {"member": [], "data": [], "read_error": []}
     if rows["member"]:
         yield pa.table(rows, schema=BLOCK_SCHEMA)
+
+
+def group_in_archive_order(entries: list[SliceEntry], size: int) -> list[list[SliceEntry]]:
+    """Split tar entries into groups of `size` in the order a stream of the archive reaches them."""
+    ordered = sorted(entries, key=lambda entry: int(entry.location))
+    return [ordered[start : start + size] for start in range(0, len(ordered), size)]
+
+
+class TarStreamReader:
+    """Ray actor that reads a compressed tar archive once, from start to end, for the read tasks.
+
+    Read task i calls `read_group(i)` and gets the (member, data, read_error) rows of group i. Ray
+    Data starts read tasks in list order, only a few at a time as its memory budget allows, so
+    the stream moves on only as fast as the model actors take slices. Requests arrive in about
+    that order: a group read before its task requests it waits in memory (at most 3 groups for
+    3,000 members in a test on 2 CPUs), and a group requested again, by a retried read task,
+    starts a new stream.
+    """
+
+    def __init__(self, container: str, groups: list[list[SliceEntry]]):
+        self.container = container
+        self.groups = groups
+        self._stream = None
+        self._stream_position = 0  # index of the next group the stream yields
+        self._waiting: dict[int, list] = {}
+        self._delivered: set[int] = set()
+
+    def read_group(self, index: int) -> list[tuple[str, bytes | None, str | None]]:
+        if index in self._waiting:
+            return self._deliver(index, self._waiting.pop(index))
+        if self._stream is None or index < self._stream_position:
+            if self._stream is not None:
+                logger.warning("reading %s again from the start for group %d of its members", self.container, index)
+            self._stream = self._grouped_rows()
+            self._stream_position = 0
+        for group_index, rows in self._stream:
+            self._stream_position = group_index + 1
+            if group_index == index:
+                return self._deliver(index, rows)
+            if group_index not in self._delivered:
+                self._waiting[group_index] = rows
+        raise IndexError(f"{self.container}: no group {index}; the archive has {len(self.groups)} groups of members")
+
+    def _deliver(self, index: int, rows: list) -> list:
+        self._delivered.add(index)
+        return rows
+
+    def _grouped_rows(self):
+        """Yield (group index, rows) in group order while reading the archive once."""
+        group_of = {int(entry.location): index for index, group in enumerate(self.groups) for entry in group}
+        collected: dict[int, list] = {}
+        next_index = 0
+        entries = [entry for group in self.groups for entry in group]
+        # Entries come in archive order, and those the stream could not reach come last, in the same
+        # order, so the groups fill up one after the other.
+        for entry, data, read_error in iter_slice_bytes(TAR, self.container, entries):
+            collected.setdefault(group_of[int(entry.location)], []).append((entry.member, data, read_error))
+            while next_index < len(self.groups) and len(collected.get(next_index, ())) == len(self.groups[next_index]):
+                yield next_index, collected.pop(next_index)
+                next_index += 1
 
 
 class SliceScorer:

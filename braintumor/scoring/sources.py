@@ -23,13 +23,15 @@ Its relative image paths are taken from the CSV's folder, or from the CSV's pref
 an `image_path` may also be an `s3://` URI.
 The slice number is the trailing `_<n>` of the file name, or None without one.
 
-Archives are never extracted to disk: members are read into memory one at a time, and a tar
-archive is read as a stream, from start to end, because compressed tar has no random access. An
-archive in S3 is not downloaded either but read through ranged GETs. A zip listing then fetches
-only the central directory, and each read task fetches only its own members. Any Ray node can
-read the archive, because nothing depends on a copy on the driver's disk.
+Archives are never extracted to disk: members are read into memory one at a time. A zip member,
+and a member of an uncompressed tar, is read at the byte offset the listing found, so any group of
+members can be read on its own. A compressed tar has no random access and is read as a stream,
+from start to end. An archive in S3 is not downloaded either but read through ranged GETs. A zip
+listing then fetches only the central directory, and each read task fetches only its own members.
+Any Ray node can read the archive, because nothing depends on a copy on the driver's disk.
 """
 
+import io
 import os
 import re
 import stat
@@ -38,7 +40,7 @@ import zipfile
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -66,6 +68,8 @@ MAX_NAME_BYTES = 255
 # is read from start to end, where larger GETs mean fewer requests.
 ZIP_READ_BYTES = 2**20
 TAR_READ_BYTES = 8 * 2**20
+# First bytes of the compressed streams that `tarfile` opens: gzip, bzip2, xz and (Python 3.14) zstd.
+COMPRESSION_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
 _SLICE_NUMBER = re.compile(r"_(\d+)$")
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
@@ -85,6 +89,9 @@ class SliceEntry:
     slice_number: int | None
     location: str | int  # file path or S3 URI (folder, CSV), or position of the member in the archive
     size: int  # bytes, as the file system or the archive states
+    # Member of an uncompressed tar: the bytes from its first header to the end of its data, as
+    # (start, end) offsets in the archive. None for other inputs and for compressed tar archives.
+    span: tuple[int, int] | None = None
 
     @property
     def mask_name(self) -> str:
@@ -119,6 +126,7 @@ class _Candidate:
     location: str | int
     size: int
     problem: str | None = None
+    span: tuple[int, int] | None = None
 
 
 def safe_member_name(raw: str) -> str:
@@ -200,8 +208,8 @@ def iter_slice_bytes(
 ) -> Iterator[tuple[SliceEntry, bytes | None, str | None]]:
     """Yield each entry with its bytes, or with None and the reason it could not be read.
 
-    Folder, CSV and zip entries come in the order given. Tar entries come in archive order,
-    because the archive is read as one stream.
+    Entries come in the order given, except those of a compressed tar archive, which come in
+    archive order because the archive is read as one stream.
     """
     if kind in (FOLDER, CSV):
         for entry in entries:
@@ -209,7 +217,11 @@ def iter_slice_bytes(
     elif kind == ZIP:
         yield from _read_zip_members(_container(container), entries)
     elif kind == TAR:
-        yield from _read_tar_members(_container(container), entries)
+        entries = list(entries)
+        if all(entry.span is not None for entry in entries):
+            yield from _read_tar_spans(_container(container), entries)
+        else:
+            yield from _read_tar_members(_container(container), entries)
     else:
         raise ValueError(f"unknown input kind '{kind}', expected one of {(FOLDER, ZIP, TAR, CSV)}")
 
@@ -322,22 +334,33 @@ def _zip_candidates(path: str | Path) -> list[_Candidate]:
 
 
 def _tar_candidates(path: str | Path) -> list[_Candidate]:
+    """List a tar archive's members, with their byte spans when the archive is not compressed."""
     candidates = []
     try:
-        with _open_container(path, TAR_READ_BYTES) as file, tarfile.open(fileobj=file, mode="r|*") as archive:
-            for position, member in enumerate(archive):
-                if member.isdir():
-                    continue
-                problem = None
-                if member.issym():
-                    problem = f"symbolic link member (to '{member.linkname}'), not followed"
-                elif member.islnk():
-                    problem = f"hard link member (to '{member.linkname}'), not followed"
-                elif not member.isreg():
-                    problem = "not a regular file"
-                candidates.append(_Candidate(member.name, position, member.size, problem))
+        with _open_container(path, TAR_READ_BYTES) as file:
+            compressed = file.read(6).startswith(COMPRESSION_MAGIC)
+            file.seek(0)
+            with tarfile.open(fileobj=file, mode="r|*") as archive:
+                for position, member in enumerate(archive):
+                    if member.isdir():
+                        continue
+                    problem = None
+                    if member.issym():
+                        problem = f"symbolic link member (to '{member.linkname}'), not followed"
+                    elif member.islnk():
+                        problem = f"hard link member (to '{member.linkname}'), not followed"
+                    elif not member.isreg():
+                        problem = "not a regular file"
+                    # `offset` is where the member's first header starts, long-name and pax headers included.
+                    span = (member.offset, member.offset_data + member.size)
+                    candidates.append(_Candidate(member.name, position, member.size, problem, span))
+                # A global pax header changes how every later header is read, so a member's own
+                # headers cannot be read alone. Such archives are read as a stream.
+                separable = not compressed and not archive.pax_headers
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise ValueError(f"{path}: cannot read the tar archive ({type(error).__name__}: {error})") from None
+    if not separable:
+        candidates = [replace(candidate, span=None) for candidate in candidates]
     return candidates
 
 
@@ -437,7 +460,7 @@ def _add_entries(listing: SourceListing, named: list[tuple[str, str, _Candidate,
         first_with_member[member] = source
         first_with_output[mask_name] = member
         listing.entries.append(
-            SliceEntry(member, source, patient_id, slice_number_of(member), candidate.location, candidate.size)
+            SliceEntry(member, source, patient_id, slice_number_of(member), candidate.location, candidate.size, candidate.span)
         )
 
 
@@ -667,6 +690,43 @@ def _read_tar_members(path: str | Path, entries: Iterable[SliceEntry]) -> Iterat
         reason = f"the archive cannot be read past this point ({type(error).__name__}: {error})"
     for entry in sorted(pending.values(), key=lambda item: int(item.location)):
         yield entry, None, reason
+
+
+def _read_tar_spans(path: str | Path, entries: list[SliceEntry]) -> Iterator[tuple[SliceEntry, bytes | None, str | None]]:
+    """Read members of an uncompressed tar archive at the byte spans the listing found.
+
+    Each member's headers are read again with its data, so a member that is no longer at its
+    offset is reported, not read as another slice.
+    """
+    with _open_container(path, ZIP_READ_BYTES) as file:
+        for entry in entries:
+            start, end = entry.span
+            try:
+                file.seek(start)
+                chunk = file.read(end - start)
+                if len(chunk) < end - start:
+                    yield entry, None, (
+                        f"the archive ends before byte {end}, where this member ended when it was listed, so it was "
+                        "truncated or changed after it was listed"
+                    )
+                    continue
+                with tarfile.open(fileobj=io.BytesIO(chunk), mode="r|") as archive:
+                    member = archive.next()
+                    if member is None:
+                        raise EOFError("no member header at the listed offset")
+                    changed = _changed_member(entry, member.name, member.size)
+                    if changed:
+                        yield entry, None, changed
+                        continue
+                    extracted = archive.extractfile(member)
+                    data = extracted.read(MAX_MEMBER_BYTES + 1) if extracted is not None else None
+            except (tarfile.TarError, OSError, EOFError) as error:
+                yield entry, None, f"the archive cannot be read at this member ({type(error).__name__}: {error})"
+                continue
+            if data is None:
+                yield entry, None, "not a regular file"
+            else:
+                yield (entry, *_checked_size(data))
 
 
 def _changed_member(entry: SliceEntry, name: str, size: int) -> str | None:

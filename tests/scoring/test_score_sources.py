@@ -1,3 +1,4 @@
+import gzip
 import io
 import os
 import tarfile
@@ -312,19 +313,26 @@ def test_iter_slice_bytes_returns_member_bytes(scoring_folder, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kept_bytes, first_ok, reason",
+    "compressed, kept_bytes, first_ok, reason",
     [
-        (1500, False, "the archive cannot be read past this point"),  # cut inside the first member's data
-        (3000, True, "not found when the archive was read again"),  # cut inside the second header
+        # An uncompressed tar is read at each member's listed offsets.
+        (False, 1500, False, "the archive ends before byte"),  # cut inside the first member's data
+        (False, 3000, True, "the archive ends before byte"),  # cut inside the second header
+        # A compressed one is read as a stream.
+        (True, 1500, False, "the archive cannot be read past this point"),
+        (True, 3000, True, "not found when the archive was read again"),
     ],
 )
-def test_iter_slice_bytes_reports_truncated_tar(tmp_path, kept_bytes, first_ok, reason):
+def test_iter_slice_bytes_reports_truncated_tar(tmp_path, compressed, kept_bytes, first_ok, reason):
     path = tmp_path / "long.tar"
     with tarfile.open(path, "w") as archive:
         for number in range(1, 4):
             add_tar_member(archive, f"P1/P1_{number}.tif", bytes(2000))
+    truncated = path.read_bytes()[:kept_bytes]
+    if compressed:
+        path.write_bytes(gzip.compress(path.read_bytes()))
     listing = list_source(path)
-    path.write_bytes(path.read_bytes()[:kept_bytes])
+    path.write_bytes(gzip.compress(truncated) if compressed else truncated)
 
     results = list(iter_slice_bytes(listing.kind, path, listing.entries))
 
@@ -334,6 +342,33 @@ def test_iter_slice_bytes_reports_truncated_tar(tmp_path, kept_bytes, first_ok, 
     for _, data, error in failed:
         assert data is None
         assert error.startswith(reason)
+
+
+def test_iter_slice_bytes_reports_replaced_tar(tmp_path):
+    path = tmp_path / "scans.tar"
+    with tarfile.open(path, "w") as archive:
+        add_tar_member(archive, "P1/P1_1.tif", b"first")
+        add_tar_member(archive, "P1/P1_2.tif", b"second")
+    listing = list_source(path)
+    with tarfile.open(path, "w") as archive:  # same sizes, other names: the offsets stay the same
+        add_tar_member(archive, "P1/P1_2.tif", b"secon")
+        add_tar_member(archive, "P1/P1_1.tif", b"first!")
+
+    results = list(iter_slice_bytes(listing.kind, path, listing.entries))
+
+    assert [data for _, data, _ in results] == [None, None]
+    assert all(error.startswith("the archive changed after it was listed") for _, _, error in results)
+
+
+def test_tar_with_global_pax_header_is_streamed(tmp_path):
+    # `git archive` writes a global pax header, which applies to every later member.
+    path = tmp_path / "scans.tar"
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT, pax_headers={"comment": "made by a test"}) as archive:
+        add_tar_member(archive, "P1/P1_1.tif", b"first")
+    listing = list_source(path)
+
+    assert [entry.span for entry in listing.entries] == [None]
+    assert [data for _, data, _ in iter_slice_bytes(listing.kind, path, listing.entries)] == [b"first"]
 
 
 def test_iter_slice_bytes_reports_corrupt_zip_member(tmp_path):
