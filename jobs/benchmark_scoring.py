@@ -10,8 +10,9 @@ larger than the dataset) and then, one after the other on the same machine:
   `--batch-size` (only the model calls and mask making are timed);
 - job: `jobs/score.py` on a zip archive of the same slices, timed from process start to exit;
 - job on a zip and on a gzip-compressed tar archive of each of `--memory-slices`, for the peak
-  memory of the job's process tree. A tar archive is read as one stream by one read task, so it
-  is the case where a reader running ahead of the actors could pile up slices in memory;
+  memory of the job's process tree. A compressed tar archive can only be read as one stream
+  (one reader actor hands each read task its group of members), so it is the case where
+  reading could run ahead of the actors and pile up slices in memory;
 - with `--formats`, job on the whole dataset as it is (each slice once) as the folder itself, as
   a zip and as a plain tar archive, comparing the three labels tables.
 

@@ -126,7 +126,7 @@ def _bound_memory(context: ray.data.DataContext, batch_size: int, actors: int) -
     """Set a dataset's own context so that its memory does not grow with the size of the input.
 
     With Ray 2.60's defaults, a read task's tables are joined into blocks of up to 128 MiB
-    (`target_max_block_size`), which hold a whole tar archive. The read stage also runs ahead of the
+    (`target_max_block_size`), more than a read task's whole group. The read stage also runs ahead of the
     actors until an object store budget taken from the cluster's memory is used: 750 MB of decoded
     slices on a 24 GiB machine, filled by an archive of 4,000 slices but not by one of 1,000.
     Blocks of about one batch and a few batches in flight per actor keep the memory flat.

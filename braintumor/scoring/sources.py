@@ -340,8 +340,10 @@ def _tar_candidates(path: str | Path) -> list[_Candidate]:
         with _open_container(path, TAR_READ_BYTES) as file:
             compressed = file.read(6).startswith(COMPRESSION_MAGIC)
             file.seek(0)
+            sparse = False
             with tarfile.open(fileobj=file, mode="r|*") as archive:
                 for position, member in enumerate(archive):
+                    sparse = sparse or member.issparse()
                     if member.isdir():
                         continue
                     problem = None
@@ -355,8 +357,9 @@ def _tar_candidates(path: str | Path) -> list[_Candidate]:
                     span = (member.offset, member.offset_data + member.size)
                     candidates.append(_Candidate(member.name, position, member.size, problem, span))
                 # A global pax header changes how every later header is read, so a member's own
-                # headers cannot be read alone. Such archives are read as a stream.
-                separable = not compressed and not archive.pax_headers
+                # headers cannot be read alone, and a sparse member stores fewer bytes than its
+                # size. Such archives are read as a stream.
+                separable = not compressed and not archive.pax_headers and not sparse
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise ValueError(f"{path}: cannot read the tar archive ({type(error).__name__}: {error})") from None
     if not separable:

@@ -9,6 +9,9 @@ from braintumor.models.classification import CLASSIFIERS
 from braintumor.models.segmentation import SEGMENTERS
 
 TASKS = ("segment", "classify")
+# Keras dtype policies for training. Under mixed_bfloat16 the layers compute in bfloat16 and keep
+# float32 weights. Saved models compute in float32 either way.
+PRECISIONS = ("float32", "mixed_bfloat16")
 DEFAULT_ARCHITECTURE = {"segment": "unet", "classify": "smallcnn"}
 
 
@@ -48,6 +51,7 @@ class TrainConfig:
     resume: str | None = None  # a checkpoint folder to continue from
     limit_train: int | None = None  # use only the first N training slices (tests, smoke runs)
     limit_validation: int | None = None
+    precision: str = "float32"  # one of PRECISIONS
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -68,6 +72,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.missing_sequence_rate <= 1:
             raise ValueError(f"missing_sequence_rate must be in [0, 1], got {self.missing_sequence_rate}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got '{self.precision}'")
         if not 0 < self.learning_rate < 1:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
 

@@ -11,7 +11,7 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import tensorflow as tf
@@ -64,6 +64,23 @@ def build_model(config: TrainConfig):
         weights=config.weights,
         dropout=config.dropout,
     )
+
+
+def float32_copy(model, config: TrainConfig):
+    """Return `model` rebuilt under the float32 policy with the same weights.
+
+    A model trained under mixed_bfloat16 stores that policy in every layer, so it would also
+    compute in bfloat16 when scoring, which is slow on CPUs without bfloat16 instructions.
+    """
+    previous = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy("float32")
+    try:
+        # The backbone's ImageNet weights are not loaded again: every weight is replaced below.
+        copy = build_model(replace(config, weights=None))
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def compile_model(model, config: TrainConfig, learning_rate: float) -> None:
@@ -154,6 +171,8 @@ def train_loop_per_worker(config_values: dict) -> None:
     if config.intra_op_threads:
         tf.config.threading.set_intra_op_parallelism_threads(config.intra_op_threads)
     tf.keras.utils.set_random_seed(config.seed)
+    # Before any model is built or loaded: layers take the global policy when they are created.
+    tf.keras.mixed_precision.set_global_policy(config.precision)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
     train_data = to_tf_dataset(ray.train.get_dataset_shard("train"), config, training=True)

@@ -23,7 +23,7 @@ from braintumor import __version__, locations, s3
 from braintumor.models.io import ModelInfo, save_model
 from braintumor.preprocessing.normalization import NORMALIZATION
 from braintumor.training.config import TrainConfig
-from braintumor.training.loop import CHECKPOINT_MODEL, MONITORS, TrainingState, train_loop_per_worker
+from braintumor.training.loop import CHECKPOINT_MODEL, MONITORS, TrainingState, float32_copy, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
 
@@ -137,13 +137,19 @@ def train(config: TrainConfig) -> TrainingResult:
         import tensorflow as tf
 
         model = tf.keras.models.load_model(str(Path(folder) / CHECKPOINT_MODEL), compile=False, safe_mode=True)
+    if config.precision != "float32":
+        model = float32_copy(model, config)
     info = ModelInfo(
         task=config.task,
         architecture=config.architecture,
         normalization=NORMALIZATION,
         input_size=config.input_size,
         version=f"braintumor-{__version__}/{config.name}/epoch-{int(best_metrics['epoch'])}",
-        extra={"best_epoch": int(best_metrics["epoch"]), monitor: float(best_metrics[monitor])},
+        extra={
+            "best_epoch": int(best_metrics["epoch"]),
+            monitor: float(best_metrics[monitor]),
+            "training_precision": config.precision,
+        },
     )
     save_model(model, info, model_dir)
     seconds = time.perf_counter() - started

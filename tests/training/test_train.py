@@ -82,6 +82,35 @@ def test_config_learning_rate_range(learning_rate):
         TrainConfig(learning_rate=learning_rate)
 
 
+def test_config_unknown_precision():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="float16")
+
+
+def test_float32_copy_of_bfloat16_model():
+    import tensorflow as tf
+
+    from braintumor.training.loop import build_model, float32_copy
+
+    config = TrainConfig(task="segment", input_size=32, base_filters=4)
+    tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = build_model(config)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    slices = np.random.default_rng(0).standard_normal((2, 256, 256, 3)).astype(np.float32)
+
+    copy = float32_copy(mixed, config)
+
+    assert "mixed_bfloat16" in {layer.dtype_policy.name for layer in mixed.layers}
+    assert {layer.dtype_policy.name for layer in copy.layers} == {"float32"}
+    for mixed_weight, copied_weight in zip(mixed.get_weights(), copy.get_weights(), strict=True):
+        np.testing.assert_array_equal(mixed_weight, copied_weight)
+    # bfloat16 keeps 8 bits of mantissa, so the two differ by rounding only.
+    np.testing.assert_allclose(copy.predict(slices, verbose=0), mixed.predict(slices, verbose=0), atol=0.05)
+    assert tf.keras.mixed_precision.global_policy().name == "float32"
+
+
 def test_training_state_load(tmp_path):
     (tmp_path / "state.json").write_text(json.dumps({"epochs_done": 2, "history": {"loss": [0.9, 0.7]}}))
 
@@ -188,8 +217,10 @@ def test_segment_run_resumes(segment_run):
 def test_classify_run(preprocessed, tmp_path):
     from braintumor.training.trainer import train
 
+    # Trained under mixed_bfloat16, so this run also checks that the saved model computes in float32.
     config = _config(
-        preprocessed, tmp_path, task="classify", name="cls", epochs=1, limit_train=16, limit_validation=8
+        preprocessed, tmp_path, task="classify", name="cls", epochs=1, limit_train=16, limit_validation=8,
+        precision="mixed_bfloat16",
     )
 
     result = train(config)
@@ -205,3 +236,5 @@ def test_classify_run(preprocessed, tmp_path):
     assert probability.max() <= 1.0
     assert info.task == "classify"
     assert info.architecture == "smallcnn"
+    assert info.extra["training_precision"] == "mixed_bfloat16"
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
