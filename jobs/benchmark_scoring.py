@@ -7,7 +7,8 @@ larger than the dataset) and then, one after the other on the same machine:
 
 - bare: the segmenter (with its stored mask settings) and the classifier on the first
   `--throughput-slices` slices, decoded and normalised in memory beforehand, in batches of
-  `--batch-size` (only the model calls and mask making are timed);
+  `--batch-size` (only the model calls and mask making are timed), once before the jobs and once
+  after them, because the speed of a shared machine can drift during a 40-minute run;
 - job: `jobs/score.py` on a zip archive of the same slices, timed from process start to exit;
 - job on a zip and on a gzip-compressed tar archive of each of `--memory-slices`, for the peak
   memory of the job's process tree. A compressed tar archive can only be read as one stream
@@ -71,6 +72,9 @@ def main() -> int:
     slices = sorted(path for path in data.glob("*/*.tif") if not path.stem.endswith("_mask"))
 
     results = {"machine": describe_machine(), "models": models_used, "batch_size": args.batch_size, "actors": args.actors, "runs": []}
+    # The bare path runs first and last, so that a machine whose speed drifts during the run
+    # shows it, and the ratios use the mean of the two.
+    run_bare(results, "first", slices, args, segmenter, classifier)
     jobs = [("zip", size) for size in sorted({args.throughput_slices, *args.memory_slices})]
     jobs += [("tar.gz", size) for size in sorted(args.memory_slices)]
     for archive_format, size in jobs:
@@ -83,15 +87,20 @@ def main() -> int:
     if args.formats:
         results["formats"] = compare_formats(data, slices, work, segmenter, classifier, args.batch_size, args.actors)
 
-    bare = measure_bare_predict(slices, args.throughput_slices, segmenter, classifier, args.batch_size)
-    results["runs"].append({"path": "bare model.predict", "slices": args.throughput_slices, **bare})
-    print(f"bare, {args.throughput_slices} slices: {json.dumps(bare)}", file=sys.stderr)
+    run_bare(results, "last", slices, args, segmenter, classifier)
 
     table = format_table(results)
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (work / "table.md").write_text(table)
     print(table)
     return 0
+
+
+def run_bare(results: dict, when: str, slices: list[Path], args, segmenter: Path, classifier: Path) -> None:
+    """Measure the bare path and add it to `results["runs"]`."""
+    bare = measure_bare_predict(slices, args.throughput_slices, segmenter, classifier, args.batch_size)
+    results["runs"].append({"path": "bare model.predict", "when": when, "slices": args.throughput_slices, **bare})
+    print(f"bare ({when}), {args.throughput_slices} slices: {json.dumps(bare)}", file=sys.stderr)
 
 
 def compare_again(work: Path) -> int:
@@ -367,19 +376,32 @@ def describe_machine() -> str:
 
 
 def format_table(results: dict) -> str:
-    bare = next(run for run in results["runs"] if run["path"] == "bare model.predict")
+    bare_runs = [run for run in results["runs"] if run["path"] == "bare model.predict"]
+    bare_rate = sum(run["slices_per_s"] for run in bare_runs) / len(bare_runs)
     lines = [
         f"Machine: {results['machine']}. Models: {results['models']}. Batch size {results['batch_size']}, "
         f"{results['actors']} actor(s).",
         "",
+    ]
+    if len(bare_runs) > 1:
+        rates = [run["slices_per_s"] for run in bare_runs]
+        lines += [
+            f"The bare path ran first and last: {rates[0]} and {rates[-1]} slices/s. \"of bare\" divides by their mean, {bare_rate:.2f}.",
+            "",
+        ]
+    lines += [
         "| path | slices | wall s | slices/s | of bare | steady slices/s | peak RSS, process tree | peak RSS, largest process |",
         "|---|---|---|---|---|---|---|---|",
-        f"| bare model.predict (in memory) | {bare['slices']} | {bare['wall_s']} | {bare['slices_per_s']} | 1.00 | | | |",
     ]
+    for bare in bare_runs:
+        label = f"bare model.predict (in memory{', ' + bare['when'] if 'when' in bare else ''})"
+        lines.append(
+            f"| {label} | {bare['slices']} | {bare['wall_s']} | {bare['slices_per_s']} | {bare['slices_per_s'] / bare_rate:.2f} | | | |"
+        )
     for run in results["runs"]:
         if run["path"] != "job":
             continue
-        ratio = run["slices_per_s"] / bare["slices_per_s"]
+        ratio = run["slices_per_s"] / bare_rate
         lines.append(
             f"| jobs/score.py ({run['format']}) | {run['slices']} | {run['wall_s']} | {run['slices_per_s']} | {ratio:.2f} | "
             f"{run['steady_slices_per_s']} | {run['peak_rss_tree_mib']} MiB | {run['peak_rss_process_mib']} MiB |"
@@ -397,7 +419,7 @@ def format_table(results: dict) -> str:
             "|---|---|---|---|",
         ]
         for name, run in formats["runs"].items():
-            lines.append(f"| {name} | {run['wall_s']} | {run['slices_per_s']} | {run['slices_per_s'] / bare['slices_per_s']:.2f} |")
+            lines.append(f"| {name} | {run['wall_s']} | {run['slices_per_s']} | {run['slices_per_s'] / bare_rate:.2f} |")
         lines += ["", "Their labels tables against the folder run's:", ""] + comparison_table(
             {f"{name} / folder": comparison for name, comparison in formats["against_folder"].items()}
         )
