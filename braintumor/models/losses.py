@@ -41,6 +41,10 @@ class PooledDice(tf.keras.metrics.Metric):
     """
 
     def __init__(self, threshold: float = 0.5, name: str = "dice", **kwargs):
+        # float32 under any mixed precision policy. bfloat16 counts pixels exactly only up to 256,
+        # and with tf-keras 2.21 reading a mixed-precision metric variable under a distribution
+        # strategy raises NotImplementedError (sync-on-read context) at the end of the epoch.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(name=name, **kwargs)
         self.threshold = threshold
         self.intersection = self.add_weight(name="intersection", initializer="zeros")

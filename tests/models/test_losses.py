@@ -130,3 +130,30 @@ def test_pooled_dice_name_and_config():
 
     assert metric.name == "dice"
     assert metric.get_config()["threshold"] == 0.3
+
+
+def test_pooled_dice_under_bfloat16_strategy():
+    # A training run under mixed_bfloat16 failed at the end of its first epoch when the metric's
+    # variables took the bfloat16 policy.
+    from braintumor.training.config import TrainConfig
+    from braintumor.training.loop import build_model, compile_model
+
+    config = TrainConfig(task="segment", input_size=32, base_filters=4)
+    tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        with tf.distribute.MirroredStrategy().scope():
+            model = build_model(config)
+            compile_model(model, config, learning_rate=1e-3)
+        metric = PooledDice()
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    slices = np.random.default_rng(0).standard_normal((4, 256, 256, 3)).astype(np.float32)
+    masks = (np.random.default_rng(1).random((4, 256, 256, 1)) > 0.5).astype(np.float32)
+
+    history = model.fit(slices, masks, validation_data=(slices, masks), epochs=1, batch_size=4, verbose=0)
+
+    assert 0.0 <= history.history["val_dice"][0] <= 1.0
+    assert metric.intersection.dtype == tf.float32
+    # 70,000 pixels: a bfloat16 count would round it.
+    metric.update_state(np.ones((1, 280, 250, 1)), np.ones((1, 280, 250, 1)))
+    assert float(metric.intersection.numpy()) == 70000.0
