@@ -26,8 +26,9 @@ The slice number is the trailing `_<n>` of the file name, or None without one.
 Archives are never extracted to disk: members are read into memory one at a time. A zip member,
 and a member of an uncompressed tar, is read at the byte offset the listing found, so any group of
 members can be read on its own. A compressed tar has no random access and is read as a stream,
-from start to end. An archive in S3 is not downloaded either but read through ranged GETs. A zip
-listing then fetches only the central directory, and each read task fetches only its own members.
+from start to end, and so is an uncompressed tar with a global pax header or a sparse member. An
+archive in S3 is not downloaded either but read through ranged GETs. A zip listing then fetches
+only the central directory, and each read task fetches only its own members.
 Any Ray node can read the archive, because nothing depends on a copy on the driver's disk.
 """
 
@@ -63,13 +64,11 @@ CSV_COLUMNS = ("patient_id", "image_path")
 MAX_MEMBER_BYTES = 64 * 2**20
 # Maximum length of a file or folder name (NAME_MAX) on common Linux file systems such as ext4 and XFS.
 MAX_NAME_BYTES = 255
-# Bytes fetched by one ranged GET of an archive in S3. A zip member is read at its own offset, so a
-# GET of 1 MiB contains a whole slice (under 200 KB) and usually the next few members. A tar archive
-# is read from start to end, where larger GETs mean fewer requests.
+# Bytes fetched by one ranged GET of an archive in S3. A member read at its own offset (zip, and
+# uncompressed tar) is under 200 KB, so a GET of 1 MiB contains it and usually the next few members.
+# A tar archive read as a stream is read from start to end, where larger GETs mean fewer requests.
 ZIP_READ_BYTES = 2**20
 TAR_READ_BYTES = 8 * 2**20
-# First bytes of the compressed streams that `tarfile` opens: gzip, bzip2, xz and (Python 3.14) zstd.
-COMPRESSION_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
 _SLICE_NUMBER = re.compile(r"_(\d+)$")
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
@@ -89,8 +88,8 @@ class SliceEntry:
     slice_number: int | None
     location: str | int  # file path or S3 URI (folder, CSV), or position of the member in the archive
     size: int  # bytes, as the file system or the archive states
-    # Member of an uncompressed tar: the bytes from its first header to the end of its data, as
-    # (start, end) offsets in the archive. None for other inputs and for compressed tar archives.
+    # Member of a tar read at offsets: the bytes from its first header to the end of its data, as
+    # (start, end) offsets in the archive. None for other inputs and for tar archives read as a stream.
     span: tuple[int, int] | None = None
 
     @property
@@ -208,8 +207,7 @@ def iter_slice_bytes(
 ) -> Iterator[tuple[SliceEntry, bytes | None, str | None]]:
     """Yield each entry with its bytes, or with None and the reason it could not be read.
 
-    Entries come in the order given, except those of a compressed tar archive, which come in
-    archive order because the archive is read as one stream.
+    Folder, CSV and zip entries come in the order given, and tar entries in archive order.
     """
     if kind in (FOLDER, CSV):
         for entry in entries:
@@ -334,11 +332,11 @@ def _zip_candidates(path: str | Path) -> list[_Candidate]:
 
 
 def _tar_candidates(path: str | Path) -> list[_Candidate]:
-    """List a tar archive's members, with their byte spans when the archive is not compressed."""
+    """List a tar archive's members, with their byte spans when they can be read at their offsets."""
     candidates = []
     try:
         with _open_container(path, TAR_READ_BYTES) as file:
-            compressed = file.read(6).startswith(COMPRESSION_MAGIC)
+            compressed = not _is_tar_header(file.read(tarfile.BLOCKSIZE))
             file.seek(0)
             sparse = False
             with tarfile.open(fileobj=file, mode="r|*") as archive:
@@ -365,6 +363,19 @@ def _tar_candidates(path: str | Path) -> list[_Candidate]:
     if not separable:
         candidates = [replace(candidate, span=None) for candidate in candidates]
     return candidates
+
+
+def _is_tar_header(block: bytes) -> bool:
+    """Return whether `block` is an uncompressed tar header with a valid checksum, as an archive's first block is.
+
+    A compressed stream fails the checksum, whatever its format, so the offsets `tarfile` reports
+    are not offsets in the file.
+    """
+    try:
+        tarfile.TarInfo.frombuf(block, tarfile.ENCODING, "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
 
 
 def _classify(kind: str, container: str | Path, candidates: Iterable[_Candidate]) -> SourceListing:
@@ -646,7 +657,7 @@ def _read_zip_members(path: str | Path, entries: Iterable[SliceEntry]) -> Iterat
         infos = archive.infolist()
         for entry in entries:
             position = int(entry.location)
-            changed = _changed_member(entry, infos[position].filename, infos[position].file_size) if position < len(infos) else (
+            changed = _changed_member(entry, path, infos[position].filename, infos[position].file_size) if position < len(infos) else (
                 "the archive has fewer members than when it was listed, so it changed during the run; run the job again"
             )
             if changed:
@@ -671,7 +682,7 @@ def _read_tar_members(path: str | Path, entries: Iterable[SliceEntry]) -> Iterat
                 entry = pending.get(position)
                 if entry is None:
                     continue
-                changed = _changed_member(entry, member.name, member.size)
+                changed = _changed_member(entry, path, member.name, member.size)
                 if changed:
                     del pending[position]
                     yield entry, None, changed
@@ -699,9 +710,16 @@ def _read_tar_spans(path: str | Path, entries: list[SliceEntry]) -> Iterator[tup
     """Read members of an uncompressed tar archive at the byte spans the listing found.
 
     Each member's headers are read again with its data, so a member that is no longer at its
-    offset is reported, not read as another slice.
+    offset is reported, not read as another slice. Members are read in archive order.
     """
-    with _open_container(path, ZIP_READ_BYTES) as file:
+    entries = sorted(entries, key=lambda entry: entry.span[0])
+    try:
+        file = _open_container(path, ZIP_READ_BYTES)
+    except OSError as error:  # including s3.S3Error
+        for entry in entries:
+            yield entry, None, f"the archive cannot be opened ({type(error).__name__}: {error})"
+        return
+    with file:
         for entry in entries:
             start, end = entry.span
             try:
@@ -717,7 +735,7 @@ def _read_tar_spans(path: str | Path, entries: list[SliceEntry]) -> Iterator[tup
                     member = archive.next()
                     if member is None:
                         raise EOFError("no member header at the listed offset")
-                    changed = _changed_member(entry, member.name, member.size)
+                    changed = _changed_member(entry, path, member.name, member.size)
                     if changed:
                         yield entry, None, changed
                         continue
@@ -732,15 +750,15 @@ def _read_tar_spans(path: str | Path, entries: list[SliceEntry]) -> Iterator[tup
                 yield (entry, *_checked_size(data))
 
 
-def _changed_member(entry: SliceEntry, name: str, size: int) -> str | None:
-    """Return why the member at an entry's position is not the one listed, or None if it is.
+def _changed_member(entry: SliceEntry, container: str | Path, name: str, size: int) -> str | None:
+    """Return why the member found for an entry is not the one listed, or None if it is.
 
-    Read tasks find archive members by their position in the listing. An archive replaced after
-    the listing would otherwise give one slice's bytes, and so its scores, to another slice.
-    NOTE: an archive rewritten with every member at the same position, name and size but other
-    contents is not detected.
+    Read tasks find archive members by their position or byte offset in the listing. An archive
+    replaced after the listing would otherwise give one slice's bytes, and so its scores, to
+    another slice. NOTE: an archive rewritten with every member at the same place, name and size
+    but other contents is not detected.
     """
-    same_name = entry.source.endswith(f"!/{name}") or entry.source.endswith(f"!/{_displayable(name)}")
+    same_name = entry.source == _source_of(TAR, container, _displayable(name))
     if not same_name or size != entry.size:
         return (
             f"the archive changed after it was listed (its member {int(entry.location)} is now '{_displayable(name)}' "

@@ -1,5 +1,6 @@
 import gzip
 import io
+import lzma
 import os
 import tarfile
 import zipfile
@@ -426,3 +427,47 @@ def test_archive_replaced_after_listing(tmp_path, kind):
         data, error = results[name]
         assert data is None, name
         assert "the archive changed after it was listed" in error, name
+
+
+def test_legacy_lzma_tar_is_streamed(tmp_path):
+    # tarfile opens the old .lzma format (no magic number of its own) as xz, so the listing must
+    # not take the offsets tarfile reports for offsets in the file.
+    plain = tmp_path / "scans.tar"
+    with tarfile.open(plain, "w") as archive:
+        add_tar_member(archive, "P1/P1_1.tif", b"first")
+        add_tar_member(archive, "P1/P1_2.tif", b"second")
+    path = tmp_path / "scans.tar.lzma"
+    path.write_bytes(lzma.compress(plain.read_bytes(), format=lzma.FORMAT_ALONE))
+    listing = list_source(path)
+
+    assert [entry.span for entry in listing.entries] == [None, None]
+    assert [data for _, data, _ in iter_slice_bytes(listing.kind, path, listing.entries)] == [b"first", b"second"]
+
+
+def test_tar_deleted_after_listing(tmp_path):
+    path = tmp_path / "scans.tar"
+    with tarfile.open(path, "w") as archive:
+        add_tar_member(archive, "P1/P1_1.tif", b"first")
+        add_tar_member(archive, "P1/P1_2.tif", b"second")
+    listing = list_source(path)
+    path.unlink()
+
+    results = list(iter_slice_bytes(listing.kind, path, listing.entries))
+
+    assert [data for _, data, _ in results] == [None, None]
+    assert all(error.startswith("the archive cannot be opened (FileNotFoundError") for _, _, error in results)
+
+
+def test_tar_member_renamed_into_other_folder(tmp_path):
+    # Same size at the same offset, and the new name is a suffix of the listed one.
+    path = tmp_path / "scans.tar"
+    with tarfile.open(path, "w") as archive:
+        add_tar_member(archive, "P1/x!/P1_1.tif", b"first")
+    listing = list_source(path)
+    with tarfile.open(path, "w") as archive:
+        add_tar_member(archive, "P1_1.tif", b"other")
+
+    [(_, data, error)] = list(iter_slice_bytes(listing.kind, path, listing.entries))
+
+    assert data is None
+    assert error.startswith("the archive changed after it was listed")
