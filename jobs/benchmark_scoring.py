@@ -20,7 +20,8 @@ larger than the dataset) and then, one after the other on the same machine:
 Memory is the resident set size (RSS) of the `jobs/score.py` process and all its descendants (the
 Ray processes it starts and their workers), sampled every 0.25 s from /proc, so Linux only. Pages
 that processes share, such as Ray's object store, count once per process that maps them, so the
-sum overstates the real use. The largest single process is reported too.
+sum overstates the real use. The sum of the proportional set sizes (PSS), which splits each shared
+page among the processes that map it, does not. The largest single process is reported too.
 
 Prints a Markdown table for docs/BENCHMARKS.md and writes it, with the raw figures, to the work folder.
 """
@@ -206,6 +207,7 @@ def time_scoring_job(archive: Path, output: Path, segmenter: Path, classifier: P
         "steady_slices_per_s": steady_rate(output),
         "peak_rss_tree_mib": round(sampler.peak_total / 2**20),
         "peak_rss_process_mib": round(sampler.peak_single / 2**20),
+        "peak_pss_tree_mib": round(sampler.peak_pss_total / 2**20),
     }
 
 
@@ -306,12 +308,17 @@ def compare_dataset_runs(work: Path) -> dict:
 
 
 class MemorySampler:
-    """Sampler, in a thread, of the summed and the largest RSS of a process and its descendants."""
+    """Sampler, in a thread, of the summed and the largest RSS of a process and its descendants.
+
+    It also sums their proportional set size (PSS), which divides each shared page among the
+    processes that map it, so the object store's pages count once in total.
+    """
 
     def __init__(self, root_pid: int):
         self.root_pid = root_pid
         self.peak_total = 0
         self.peak_single = 0
+        self.peak_pss_total = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -324,8 +331,10 @@ class MemorySampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            sizes = [rss_bytes(pid) for pid in descendants(self.root_pid)]
+            pids = descendants(self.root_pid)
+            sizes = [rss_bytes(pid) for pid in pids]
             self.peak_total = max(self.peak_total, sum(sizes))
+            self.peak_pss_total = max(self.peak_pss_total, sum(pss_bytes(pid) for pid in pids))
             self.peak_single = max(self.peak_single, max(sizes, default=0))
             self._stop.wait(SAMPLE_INTERVAL_S)
 
@@ -349,6 +358,17 @@ def descendants(root_pid: int) -> list[int]:
         found.append(pid)
         pending.extend(children.get(pid, []))
     return found
+
+
+def pss_bytes(pid: int) -> int:
+    """Return a process's proportional set size from /proc/<pid>/smaps_rollup, or 0 once it has exited."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return 0
+    return 0
 
 
 def rss_bytes(pid: int) -> int:
@@ -390,13 +410,13 @@ def format_table(results: dict) -> str:
             "",
         ]
     lines += [
-        "| path | slices | wall s | slices/s | of bare | steady slices/s | peak RSS, process tree | peak RSS, largest process |",
-        "|---|---|---|---|---|---|---|---|",
+        "| path | slices | wall s | slices/s | of bare | steady slices/s | peak RSS, process tree | peak RSS, largest process | peak PSS, process tree |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for bare in bare_runs:
         label = f"bare model.predict (in memory{', ' + bare['when'] if 'when' in bare else ''})"
         lines.append(
-            f"| {label} | {bare['slices']} | {bare['wall_s']} | {bare['slices_per_s']} | {bare['slices_per_s'] / bare_rate:.2f} | | | |"
+            f"| {label} | {bare['slices']} | {bare['wall_s']} | {bare['slices_per_s']} | {bare['slices_per_s'] / bare_rate:.2f} | | | | |"
         )
     for run in results["runs"]:
         if run["path"] != "job":
@@ -404,7 +424,8 @@ def format_table(results: dict) -> str:
         ratio = run["slices_per_s"] / bare_rate
         lines.append(
             f"| jobs/score.py ({run['format']}) | {run['slices']} | {run['wall_s']} | {run['slices_per_s']} | {ratio:.2f} | "
-            f"{run['steady_slices_per_s']} | {run['peak_rss_tree_mib']} MiB | {run['peak_rss_process_mib']} MiB |"
+            f"{run['steady_slices_per_s']} | {run['peak_rss_tree_mib']} MiB | {run['peak_rss_process_mib']} MiB | "
+            f"{str(run['peak_pss_tree_mib']) + ' MiB' if 'peak_pss_tree_mib' in run else ''} |"
         )
     lines += ["", "Labels tables of the zip and the tar.gz run of each size:", ""] + comparison_table(
         {f"{size} slices, zip / tar.gz": comparison for size, comparison in results["same_labels"].items()}
