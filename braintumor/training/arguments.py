@@ -23,7 +23,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", type=int, default=0, help="train on N GPU workers, one GPU each (overrides --workers)")
     parser.add_argument("--cpus-per-worker", type=float, help="CPUs reserved per worker (default: CPU workers share all CPUs of the cluster but one, which Ray Data gets; GPU workers 2 each)")
     parser.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32",
-                        help="Keras dtype policy while training; mixed_bfloat16 is faster on CPUs with AVX-512 BF16 or AMX. "
+                        help="Keras dtype policy while training: mixed_bfloat16 computes in bfloat16 with float32 weights. "
                         "The saved model computes in float32 either way")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit-train", type=int, help="train on the first N training slices only (smoke tests)")

@@ -70,7 +70,7 @@ def float32_copy(model, config: TrainConfig):
     """Return `model` rebuilt under the float32 policy with the same weights.
 
     A model trained under mixed_bfloat16 stores that policy in every layer, so it would also
-    compute in bfloat16 when scoring, which is slow on CPUs without bfloat16 instructions.
+    compute in bfloat16 when scoring, and its results would depend on how it was trained.
     """
     previous = tf.keras.mixed_precision.global_policy()
     tf.keras.mixed_precision.set_global_policy("float32")
