@@ -78,28 +78,27 @@ def score_pending(
             f"cluster's {cluster_cpus} CPUs. Lower --actors or --cpus-per-actor."
         )
 
-    stream_reader = None
+    datasource = SliceBytesDatasource(listing.kind, str(listing.path), pending, batch_size)
     if listing.kind == TAR and any(entry.span is None for entry in pending):
-        groups = group_in_archive_order(pending, batch_size * BLOCKS_PER_READ_TASK)
-        stream_reader = ray.remote(num_cpus=0)(TarStreamReader).remote(str(listing.path), groups)
+        reader_class = ray.remote(num_cpus=0)(TarStreamReader)
+        datasource.stream_reader = reader_class.remote(str(listing.path), datasource.groups())
     try:
-        datasource = SliceBytesDatasource(listing.kind, str(listing.path), pending, batch_size, stream_reader)
-        return _run_scoring(datasource, storage, segmenter_dir, classifier_dir, run_id, batch_size, actors, cpus_per_actor)
+        return _score_dataset(datasource, storage, segmenter_dir, classifier_dir, run_id, actors, cpus_per_actor)
     finally:
-        if stream_reader is not None:
-            ray.kill(stream_reader)
+        if datasource.stream_reader is not None:
+            ray.kill(datasource.stream_reader)
 
 
-def _run_scoring(
+def _score_dataset(
     datasource: "SliceBytesDatasource",
     storage: OutputStorage,
     segmenter_dir: str | Path,
     classifier_dir: str | Path | None,
     run_id: str,
-    batch_size: int,
     actors: int,
     cpus_per_actor: float,
 ) -> Counter:
+    batch_size = datasource.rows_per_block
     # One read task per group, because a larger count would make Ray Data split the blocks.
     dataset = ray.data.read_datasource(datasource, num_cpus=READ_CPUS, override_num_blocks=len(datasource.groups()))
     scored = dataset.map_batches(
@@ -261,11 +260,11 @@ class TarStreamReader:
         self._stream_position = 0  # index of the next group the stream yields
         self._waiting: dict[int, list] = {}
         self._delivered: set[int] = set()
-        self._most_waiting = 0
+        self._max_waiting = 0
 
-    def most_groups_waiting(self) -> int:
+    def max_groups_waiting(self) -> int:
         """Return the largest number of groups that waited in memory at once."""
-        return self._most_waiting
+        return self._max_waiting
 
     def read_group(self, index: int) -> list[tuple[str, bytes | None, str | None]]:
         if index in self._waiting:
@@ -281,7 +280,7 @@ class TarStreamReader:
                 return self._deliver(index, rows)
             if group_index not in self._delivered:
                 self._waiting[group_index] = rows
-                self._most_waiting = max(self._most_waiting, len(self._waiting))
+                self._max_waiting = max(self._max_waiting, len(self._waiting))
         raise IndexError(f"{self.container}: no group {index}; the archive has {len(self.groups)} groups of members")
 
     def _deliver(self, index: int, rows: list) -> list:

@@ -44,7 +44,7 @@ def test_large_tar_read_in_groups(ray_local, tmp_path, mode, suffix):
     expected = {f"patient_{index // 100}/patient_{index // 100}_{index % 100 + 1}.tif": index % 256 for index in range(9000)}
     assert all(row["data"] == bytes([expected[row["member"]]]) for row in rows)
     if stream_reader is not None:
-        assert ray.get(stream_reader.most_groups_waiting.remote()) <= 4
+        assert ray.get(stream_reader.max_groups_waiting.remote()) <= 4
         ray.kill(stream_reader)
 
 
