@@ -1,6 +1,7 @@
 """Measure training throughput of Ray Train against plain single-process `model.fit`, in one run.
 
     python jobs/benchmark.py --data outputs --slices 512 --epochs 3
+    python jobs/benchmark.py --data outputs --threads-per-worker 1 2    # two Ray Train runs
 
 Three paths train the same segmenter (U-Net, the training defaults) on the same first `--slices`
 training slices with the same global batch, one after the other on this machine:
@@ -8,7 +9,8 @@ training slices with the same global batch, one after the other on this machine:
 - plain: one process, `model.fit` on the slices held in memory as a tf.data pipeline, float32;
 - plain bf16: the same under the `mixed_bfloat16` Keras policy;
 - Ray Train: `jobs/train.py`'s path, `TensorflowTrainer` with `--workers` workers fed by Ray Data
-  from the Parquet shards, float32, with augmentation, tumour repeats and sequence dropping off.
+  from the Parquet shards, float32, with augmentation, tumour repeats and sequence dropping off;
+  one run per `--threads-per-worker` value.
 
 Each path runs `--epochs` epochs with `--validation-slices` validation slices. The first epoch
 (graph tracing, Ray start-up) is left out, and the median of the others is reported as training
@@ -33,9 +35,17 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per path; the first is not counted")
     parser.add_argument("--batch-size", type=int, default=16, help="slices per worker per step (global batch: this times --workers)")
     parser.add_argument("--workers", type=int, default=2, help="Ray Train workers")
+    parser.add_argument(
+        "--threads-per-worker", type=int, nargs="+", default=[0], metavar="N",
+        help="TensorFlow intra-op threads of each Ray Train worker; one Ray Train run per value "
+        "(0: jobs/train.py's default, one per CPU the worker reserves)",
+    )
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error("--epochs must be at least 2, because the first epoch is not counted")
+    for threads in args.threads_per_worker:
+        if threads < 0:
+            parser.error(f"invalid --threads-per-worker value {threads}: expected 0 or more")
 
     from braintumor.paths import output_root
     from braintumor.runtime import setup_logging
@@ -51,8 +61,12 @@ def main() -> int:
     for precision in ("float32", "mixed_bfloat16"):
         seconds = time_plain_fit(train, validation, global_batch, args.epochs, precision)
         results["runs"].append(summarise(f"plain model.fit, {precision}", seconds, args.slices, global_batch))
-    seconds = time_ray_train(data, work, args)
-    results["runs"].append(summarise(f"Ray Train, {args.workers} workers, Ray Data, float32", seconds, args.slices, global_batch))
+    for threads in args.threads_per_worker:
+        seconds = time_ray_train(data, work, args, threads)
+        label = f"Ray Train, {args.workers} workers, Ray Data, float32"
+        if threads:
+            label += f", {threads} TensorFlow thread{'s' if threads > 1 else ''} per worker"
+        results["runs"].append(summarise(label, seconds, args.slices, global_batch))
 
     table = format_table(results)
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -100,8 +114,11 @@ def time_plain_fit(train, validation, global_batch: int, epochs: int, precision:
     return timer.seconds
 
 
-def time_ray_train(data: Path, work: Path, args) -> list[float]:
-    """Return the seconds of each epoch of a Ray Train run, as its workers measured them."""
+def time_ray_train(data: Path, work: Path, args, threads: int) -> list[float]:
+    """Return the seconds of each epoch of a Ray Train run, as its workers measured them.
+
+    `threads` sets each worker's TensorFlow intra-op threads; 0 keeps the trainer's default.
+    """
     import shutil
 
     from braintumor.training.config import TrainConfig
@@ -120,6 +137,7 @@ def time_ray_train(data: Path, work: Path, args) -> list[float]:
         missing_sequence_rate=0.0,
         limit_train=args.slices,
         limit_validation=args.validation_slices,
+        intra_op_threads=threads or None,
     )
     shutil.rmtree(config.run_dir, ignore_errors=True)
     started = time.perf_counter()

@@ -70,3 +70,11 @@ def test_train_unknown_task_usage(tmp_path):
 
     assert completed.returncode == 2
     assert "argument --task: invalid choice: 'detect'" in completed.stderr
+
+
+@pytest.mark.timeout(300)
+def test_benchmark_negative_threads_usage(tmp_path):
+    completed = _run_job("benchmark.py", "--threads-per-worker", "1", "-1", cwd=tmp_path)
+
+    assert completed.returncode == 2
+    assert "invalid --threads-per-worker value -1: expected 0 or more" in completed.stderr
