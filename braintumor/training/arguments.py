@@ -10,7 +10,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=30, help="maximum number of epochs")
     parser.add_argument("--batch-size", type=int, default=16, help="slices per worker per step")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="initial Adam learning rate")
-    parser.add_argument("--patience", type=int, default=6, help="epochs without a better val_loss before early stopping")
+    parser.add_argument(
+        "--patience", type=int, default=6,
+        help="epochs without a better validation score (val_dice to segment, val_loss to classify) before "
+        "early stopping; rerunning a run that stopped early with a larger value continues it",
+    )
     parser.add_argument("--input-size", type=int, default=128, help="side in pixels the network works at; slices are resized to it inside the model")
     parser.add_argument("--base-filters", type=int, default=16, help="filters of the first level of the U-Net or small CNN")
     parser.add_argument("--missing-sequence-rate", type=float, default=0.25,

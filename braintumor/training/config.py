@@ -31,8 +31,8 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 16  # slices per worker per step
     learning_rate: float = 1e-3
-    early_stopping_patience: int = 6  # epochs without a better val_loss before stopping
-    lr_patience: int = 3  # epochs without a better val_loss before the learning rate is cut
+    early_stopping_patience: int = 6  # epochs without a better validation score before stopping
+    lr_patience: int = 3  # epochs without a better validation score before the learning rate is cut
     lr_factor: float = 0.5
     min_learning_rate: float = 1e-5
     input_size: int = 128

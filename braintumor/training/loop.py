@@ -197,10 +197,18 @@ def train_loop_per_worker(config_values: dict) -> None:
             state = TrainingState()
         compile_model(model, config, state.learning_rate or config.learning_rate)
 
-    if state.stopped_early or state.epochs_done >= config.epochs:
+    finished = finished_reason(state, config)
+    if finished:
         if rank == 0:
-            logger.info("nothing left to train: the checkpoint already finished after epoch %d", state.epochs_done)
+            logger.info("nothing left to train: %s", finished)
         return
+    if state.stopped_early:
+        if rank == 0:
+            logger.info(
+                "continuing a run that stopped early after epoch %d: %d epochs without a better %s, now --patience %d",
+                state.epochs_done, state.early_stopping_wait, MONITORS[config.task][0], config.early_stopping_patience,
+            )
+        state.stopped_early = False
 
     monitor, mode = MONITORS[config.task]
     early_stopping = tf.keras.callbacks.EarlyStopping(
@@ -227,6 +235,22 @@ def train_loop_per_worker(config_values: dict) -> None:
         callbacks=callbacks,
         verbose=0,
     )
+
+
+def finished_reason(state: TrainingState, config: TrainConfig) -> str | None:
+    """Return why a run resumed from `state` has nothing left to train, or None if it goes on.
+
+    A run that stopped early goes on when `config` allows more epochs without a better score
+    than the run had waited, so a rerun with a larger --patience continues it.
+    """
+    if state.epochs_done >= config.epochs:
+        return f"the checkpoint already finished epoch {state.epochs_done} of {config.epochs}; raise --epochs to train further"
+    if state.stopped_early and state.early_stopping_wait >= config.early_stopping_patience:
+        return (
+            f"the run stopped early after epoch {state.epochs_done}, {state.early_stopping_wait} epochs without a "
+            f"better {MONITORS[config.task][0]}; raise --patience above {state.early_stopping_wait} to train further"
+        )
+    return None
 
 
 def _learning_rate(model) -> float:

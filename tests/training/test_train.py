@@ -7,7 +7,7 @@ import braintumor  # noqa: F401  (selects tf-keras before TensorFlow is imported
 
 from braintumor.models.io import load_model
 from braintumor.training.config import TrainConfig
-from braintumor.training.loop import TrainingState
+from braintumor.training.loop import TrainingState, finished_reason
 
 # Tiny runs: 2 workers, 32 training slices in batches of 4 per worker, a 32x32 network inside the
 # model. Nearly all their time is Ray Train and TensorFlow start-up in each worker process.
@@ -119,6 +119,34 @@ def test_training_state_load(tmp_path):
     assert state.epochs_done == 2
     assert state.history == {"loss": [0.9, 0.7]}
     assert state.stopped_early is False
+
+
+def test_finished_reason_all_epochs_done():
+    state = TrainingState(epochs_done=20, stopped_early=False)
+
+    reason = finished_reason(state, TrainConfig(task="segment", epochs=20))
+
+    assert reason == "the checkpoint already finished epoch 20 of 20; raise --epochs to train further"
+
+
+def test_finished_reason_stopped_early_same_patience():
+    state = TrainingState(epochs_done=10, early_stopping_wait=6, stopped_early=True)
+
+    reason = finished_reason(state, TrainConfig(task="segment", epochs=20, early_stopping_patience=6))
+
+    assert reason is not None
+    assert "stopped early after epoch 10, 6 epochs without a better val_dice" in reason
+    assert "raise --patience above 6" in reason
+
+
+def test_finished_reason_stopped_early_larger_patience():
+    state = TrainingState(epochs_done=10, early_stopping_wait=6, stopped_early=True)
+
+    assert finished_reason(state, TrainConfig(task="segment", epochs=20, early_stopping_patience=7)) is None
+
+
+def test_finished_reason_fresh_run():
+    assert finished_reason(TrainingState(), TrainConfig(task="classify", epochs=1)) is None
 
 
 @pytest.mark.timeout(600)
