@@ -208,6 +208,7 @@ def time_scoring_job(archive: Path, output: Path, segmenter: Path, classifier: P
         "peak_rss_tree_mib": round(sampler.peak_total / 2**20),
         "peak_rss_process_mib": round(sampler.peak_single / 2**20),
         "peak_pss_tree_mib": round(sampler.peak_pss_total / 2**20),
+        "peak_pss_largest_processes": sampler.largest_processes(),
     }
 
 
@@ -319,6 +320,8 @@ class MemorySampler:
         self.peak_total = 0
         self.peak_single = 0
         self.peak_pss_total = 0
+        # pid -> (peak PSS in bytes, process name when it was reached)
+        self.peak_pss_by_pid: dict[int, tuple[int, str]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -329,12 +332,23 @@ class MemorySampler:
         self._stop.set()
         self._thread.join()
 
+    def largest_processes(self, count: int = 6) -> list[dict]:
+        """Return the `count` processes with the highest peak PSS: name, pid and peak in MiB."""
+        ranked = sorted(self.peak_pss_by_pid.items(), key=lambda item: item[1][0], reverse=True)[:count]
+        return [{"name": name, "pid": pid, "peak_pss_mib": round(pss / 2**20)} for pid, (pss, name) in ranked]
+
     def _run(self) -> None:
         while not self._stop.is_set():
             pids = descendants(self.root_pid)
             sizes = [rss_bytes(pid) for pid in pids]
             self.peak_total = max(self.peak_total, sum(sizes))
-            self.peak_pss_total = max(self.peak_pss_total, sum(pss_bytes(pid) for pid in pids))
+            total_pss = 0
+            for pid in pids:
+                pss = pss_bytes(pid)
+                total_pss += pss
+                if pss > self.peak_pss_by_pid.get(pid, (0, ""))[0]:
+                    self.peak_pss_by_pid[pid] = (pss, process_name(pid))
+            self.peak_pss_total = max(self.peak_pss_total, total_pss)
             self.peak_single = max(self.peak_single, max(sizes, default=0))
             self._stop.wait(SAMPLE_INTERVAL_S)
 
@@ -358,6 +372,17 @@ def descendants(root_pid: int) -> list[int]:
         found.append(pid)
         pending.extend(children.get(pid, []))
     return found
+
+
+def process_name(pid: int) -> str:
+    """Return a short name for a process: a Ray worker's title (ray::...), else its program and script."""
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return "?"
+    if arguments[0].startswith("ray::"):
+        return arguments[0].strip()[:60]
+    return " ".join(Path(argument).name for argument in arguments[:2] if argument)[:60]
 
 
 def pss_bytes(pid: int) -> int:
@@ -427,6 +452,13 @@ def format_table(results: dict) -> str:
             f"{run['steady_slices_per_s']} | {run['peak_rss_tree_mib']} MiB | {run['peak_rss_process_mib']} MiB | "
             f"{str(run['peak_pss_tree_mib']) + ' MiB' if 'peak_pss_tree_mib' in run else ''} |"
         )
+    measured = [run for run in results["runs"] if run["path"] == "job" and run.get("peak_pss_largest_processes")]
+    if measured:
+        lines += ["", "Peak PSS of each job's largest processes (each process's own peak, in MiB):", "",
+                  "| job | processes |", "|---|---|"]
+        for run in measured:
+            processes = ", ".join(f"{item['name']}: {item['peak_pss_mib']}" for item in run["peak_pss_largest_processes"])
+            lines.append(f"| {run['format']}, {run['slices']} slices | {processes} |")
     lines += ["", "Labels tables of the zip and the tar.gz run of each size:", ""] + comparison_table(
         {f"{size} slices, zip / tar.gz": comparison for size, comparison in results["same_labels"].items()}
     )
