@@ -11,7 +11,15 @@ import pytest
 
 import braintumor  # noqa: F401  (selects tf-keras before TensorFlow is imported)
 
-from braintumor.models.io import INFO_FILE, MODEL_FILE, ModelInfo, ModelLoadError, load_model, save_model
+from braintumor.models.io import (
+    INFO_FILE,
+    MODEL_FILE,
+    ModelInfo,
+    ModelLoadError,
+    load_model,
+    save_model,
+    store_weights_as_float16,
+)
 from braintumor.models.segmentation import build_segmenter
 
 INFO = ModelInfo(
@@ -135,3 +143,64 @@ def test_load_zip_that_is_not_a_model(tmp_path):
 
     with pytest.raises(ModelLoadError, match="model.keras: cannot load the model"):
         load_model(tmp_path)
+
+
+def _weight_dtypes(model_file) -> set[str]:
+    import io
+
+    import h5py
+
+    with zipfile.ZipFile(model_file) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+        found = set()
+        weights.visititems(lambda name, item: found.add(str(item.dtype)) if isinstance(item, h5py.Dataset) else None)
+    return found
+
+
+def _weights_bytes(model_file) -> int:
+    with zipfile.ZipFile(model_file) as archive:
+        return archive.getinfo("model.weights.h5").file_size
+
+
+def test_float16_weights_load_as_float32(saved, slices, tmp_path):
+    folder, expected = saved
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for name in (MODEL_FILE, INFO_FILE):
+        (copy / name).write_bytes((folder / name).read_bytes())
+
+    converted, unchanged = store_weights_as_float16(copy / MODEL_FILE)
+    model, _ = load_model(copy)
+
+    assert converted > 0
+    assert unchanged == 0
+    assert _weight_dtypes(copy / MODEL_FILE) == {"float16"}
+    assert {weight.dtype.name for weight in model.weights} == {"float32"}
+    np.testing.assert_allclose(model.predict(slices, verbose=0), expected, atol=1e-2)
+    # float16 saves two bytes per parameter, and the HDF5 layout around the arrays takes back a little.
+    assert _weights_bytes(folder / MODEL_FILE) - _weights_bytes(copy / MODEL_FILE) >= 1.5 * model.count_params()
+
+
+def test_float16_weights_keep_large_values(tmp_path):
+    model = build_segmenter("unet", input_size=32, base_filters=4, depth=2)
+    weights = model.get_weights()
+    weights[0][...] = 1e6
+    model.set_weights(weights)
+    folder = save_model(model, INFO, tmp_path / "model")
+
+    converted, unchanged = store_weights_as_float16(folder / MODEL_FILE)
+    loaded, _ = load_model(folder)
+
+    assert unchanged == 1
+    assert converted == len(weights) - 1
+    assert _weight_dtypes(folder / MODEL_FILE) == {"float16", "float32"}
+    np.testing.assert_array_equal(loaded.get_weights()[0], weights[0])
+
+
+def test_float16_weights_of_non_archive(tmp_path):
+    bogus = tmp_path / MODEL_FILE
+    bogus.write_text("not a model")
+
+    with pytest.raises(ModelLoadError, match="not a Keras model archive"):
+        store_weights_as_float16(bogus)
+
+    assert bogus.read_text() == "not a model"
