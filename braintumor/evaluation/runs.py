@@ -30,7 +30,6 @@ class RunSummary:
     training_seconds: float
     median_epoch_seconds: float
     metrics: dict | None  # the "segmentation" or "classification" part of metrics.json
-    postprocessing: dict | None  # mask settings the evaluation used (segmenters only)
 
 
 def summarize_run(run: Location, evaluation: str = "evaluation") -> RunSummary:
@@ -47,7 +46,7 @@ def summarize_run(run: Location, evaluation: str = "evaluation") -> RunSummary:
     for required in ("config.json", "history.json", "model/model_info.json"):
         if not locations.is_file(locations.join(run, required)):
             raise FileNotFoundError(
-                f"{run}: {required} not found, so this is not a finished jobs/train.py run (or its training has not ended)"
+                f"{run}: {required} not found; expected the folder of a jobs/train.py run whose training has finished"
             )
     config = json.loads(locations.read_text(locations.join(run, "config.json")))
     history = json.loads(locations.read_text(locations.join(run, "history.json")))
@@ -55,11 +54,10 @@ def summarize_run(run: Location, evaluation: str = "evaluation") -> RunSummary:
     seconds = history.get("seconds", [])
 
     metrics_file = locations.join(run, evaluation, "metrics.json")
-    metrics = postprocessing = None
+    metrics = None
     if locations.is_file(metrics_file):
         report = json.loads(locations.read_text(metrics_file))
         metrics = report.get("segmentation") or report.get("classification")
-        postprocessing = report["model"].get("postprocessing")
     else:
         logger.warning("%s: %s not found, so its metrics are left empty", run, metrics_file)
 
@@ -75,7 +73,6 @@ def summarize_run(run: Location, evaluation: str = "evaluation") -> RunSummary:
         training_seconds=float(sum(seconds)),
         median_epoch_seconds=float(statistics.median(seconds)) if seconds else 0.0,
         metrics=metrics,
-        postprocessing=postprocessing,
     )
 
 

@@ -37,7 +37,7 @@ def _write_run(folder: Path, task: str, architecture: str, metrics: dict | None,
     (folder / "history.json").write_text(json.dumps({"loss": [0.9, 0.7, 0.6], "seconds": [100.0, 40.0, 50.0]}))
     if metrics is not None:
         part = "segmentation" if task == "segment" else "classification"
-        report = {"model": {"task": task, "postprocessing": {"flip_averaging": False}}, part: metrics}
+        report = {"model": {"task": task}, part: metrics}
         (folder / "evaluation").mkdir()
         (folder / "evaluation" / "metrics.json").write_text(json.dumps(report))
     return folder
@@ -69,7 +69,6 @@ def test_summary_reads_run_files(runs):
     assert summary.training_seconds == 190.0
     assert summary.median_epoch_seconds == 50.0
     assert summary.metrics == SEGMENTATION_METRICS
-    assert summary.postprocessing == {"flip_averaging": False}
 
 
 def test_summary_without_evaluation(runs):
@@ -81,7 +80,7 @@ def test_summary_without_evaluation(runs):
 
 
 def test_summary_of_folder_without_run(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json not found, so this is not a finished jobs/train.py run"):
+    with pytest.raises(FileNotFoundError, match="config.json not found; expected the folder of a jobs/train.py run"):
         summarize_run(tmp_path)
 
 
