@@ -9,7 +9,8 @@ larger than the dataset) and then, one after the other on the same machine:
   `--throughput-slices` slices, decoded and normalised in memory beforehand, in batches of
   `--batch-size` (only the model calls and mask making are timed), once before the jobs and once
   after them, because the speed of a shared machine can drift during a 40-minute run;
-- job: `jobs/score.py` on a zip archive of the same slices, timed from process start to exit;
+- job: `jobs/score.py` on a zip archive of the same slices, timed from process start to exit,
+  with no memory sampling;
 - job on a zip and on a gzip-compressed tar archive of each of `--memory-slices`, for the peak
   memory of the job's process tree. A compressed tar archive can only be read as one stream
   (one reader actor hands each read task its group of members), so it is the case where
@@ -22,6 +23,9 @@ Ray processes it starts and their workers), sampled every 0.25 s from /proc, so 
 that processes share, such as Ray's object store, count once per process that maps them, so the
 sum overstates the real use. The sum of the proportional set sizes (PSS), which splits each shared
 page among the processes that map it, does not. The largest single process is reported too.
+Sampling costs CPU: reading smaps_rollup of about 15 processes took 37 ms of CPU per sample on a
+2-core machine, about 15% of one core at 4 samples per second. So the job timed against the bare
+path, and the jobs of `--formats`, run without it.
 
 Prints a Markdown table for docs/BENCHMARKS.md and writes it, with the raw figures, to the work folder.
 """
@@ -53,7 +57,8 @@ def main() -> int:
     parser.add_argument("--segmenter", help="segmenter model folder (default: the trained default run if present, else an untrained one of the same size)")
     parser.add_argument("--classifier", help="classifier model folder (default: as for --segmenter)")
     parser.add_argument("--throughput-slices", type=int, default=2000, help="slices of the bare-versus-job comparison")
-    parser.add_argument("--memory-slices", type=int, nargs="+", default=[1000, 4000], help="archive sizes whose peak memory is measured")
+    parser.add_argument("--memory-slices", type=int, nargs="*", default=[1000, 4000],
+                        help="archive sizes whose peak memory is measured; none for a speed comparison only")
     parser.add_argument("--batch-size", type=int, default=32, help="slices per model call, in both paths")
     parser.add_argument("--actors", type=int, default=1, help="model actors of the job")
     parser.add_argument("--formats", action="store_true", help="also score the whole dataset as a folder, a zip and a tar and compare the labels tables")
@@ -76,13 +81,18 @@ def main() -> int:
     # The bare path runs first and last, so that a machine whose speed drifts during the run
     # shows it, and the ratios use the mean of the two.
     run_bare(results, "first", slices, args, segmenter, classifier)
-    jobs = [("zip", size) for size in sorted({args.throughput_slices, *args.memory_slices})]
-    jobs += [("tar.gz", size) for size in sorted(args.memory_slices)]
-    for archive_format, size in jobs:
-        archive = write_archive(slices, size, work / f"slices-{size}.{archive_format}")
-        run = time_scoring_job(archive, work / f"scored-{archive_format}-{size}", segmenter, classifier, args.batch_size, args.actors)
-        results["runs"].append({"path": "job", "format": archive_format, "slices": size, **run})
-        print(f"job, {archive_format}, {size} slices: {json.dumps(run)}", file=sys.stderr)
+    # The job timed against the bare path runs without the sampler. The memory jobs run with it.
+    jobs = [("zip", args.throughput_slices, False)]
+    jobs += [("zip", size, True) for size in sorted(args.memory_slices)]
+    jobs += [("tar.gz", size, True) for size in sorted(args.memory_slices)]
+    for archive_format, size, sampled in jobs:
+        archive = work / f"slices-{size}.{archive_format}"
+        if not archive.exists():
+            write_archive(slices, size, archive)
+        output = work / f"scored-{archive_format}-{size}{'' if sampled else '-timed'}"
+        run = time_scoring_job(archive, output, segmenter, classifier, args.batch_size, args.actors, sample_memory=sampled)
+        results["runs"].append({"path": "job", "format": archive_format, "slices": size, "memory_sampled": sampled, **run})
+        print(f"job, {archive_format}, {size} slices{'' if sampled else ', not sampled'}: {json.dumps(run)}", file=sys.stderr)
 
     results["same_labels"] = compare_labels(work, args.memory_slices)
     if args.formats:
@@ -181,8 +191,10 @@ def write_archive(slices: list[Path], count: int, target: Path) -> Path:
     return target
 
 
-def time_scoring_job(archive: Path, output: Path, segmenter: Path, classifier: Path, batch_size: int, actors: int) -> dict:
-    """Run jobs/score.py on `archive` and return its wall time, slices per second and peak memory."""
+def time_scoring_job(
+    archive: Path, output: Path, segmenter: Path, classifier: Path, batch_size: int, actors: int, sample_memory: bool = True
+) -> dict:
+    """Run jobs/score.py on `archive` and return its wall time, slices per second and, if sampled, peak memory."""
     command = [
         sys.executable, str(REPO_ROOT / "jobs" / "score.py"), "--input", str(archive), "--output", str(output),
         "--segmenter", str(segmenter), "--classifier", str(classifier), "--batch-size", str(batch_size), "--actors", str(actors),
@@ -191,20 +203,27 @@ def time_scoring_job(archive: Path, output: Path, segmenter: Path, classifier: P
     started = time.perf_counter()
     with log.open("w") as log_file:
         job = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT)
-        sampler = MemorySampler(job.pid)
-        sampler.start()
+        sampler = MemorySampler(job.pid) if sample_memory else None
+        if sampler is not None:
+            sampler.start()
         status = job.wait()
-        sampler.stop()
+        if sampler is not None:
+            sampler.stop()
     wall = time.perf_counter() - started
     if status != 0:
         raise RuntimeError(f"{' '.join(command)} failed with exit status {status}, see {log}")
 
     summary = json.loads((output / "summary.json").read_text())
-    return {
+    timing = {
         "wall_s": round(wall, 1),
         "slices_per_s": round(summary["scored"] / wall, 2),
         "job_s": round(summary["seconds"], 1),
         "steady_slices_per_s": steady_rate(output),
+    }
+    if sampler is None:
+        return timing
+    return {
+        **timing,
         "peak_rss_tree_mib": round(sampler.peak_total / 2**20),
         "peak_rss_process_mib": round(sampler.peak_single / 2**20),
         "peak_pss_tree_mib": round(sampler.peak_pss_total / 2**20),
@@ -293,7 +312,7 @@ def compare_formats(data: Path, slices: list[Path], work: Path, segmenter: Path,
     }
     runs = {}
     for name, source in inputs.items():
-        runs[name] = time_scoring_job(source, work / f"dataset-{name}", segmenter, classifier, batch_size, actors)
+        runs[name] = time_scoring_job(source, work / f"dataset-{name}", segmenter, classifier, batch_size, actors, sample_memory=False)
         print(f"dataset as {name}: {json.dumps(runs[name])}", file=sys.stderr)
     return {"slices": len(slices), "runs": runs, **compare_dataset_runs(work)}
 
@@ -447,10 +466,11 @@ def format_table(results: dict) -> str:
         if run["path"] != "job":
             continue
         ratio = run["slices_per_s"] / bare_rate
+        memory = [f"{run[key]} MiB" if key in run else "" for key in ("peak_rss_tree_mib", "peak_rss_process_mib", "peak_pss_tree_mib")]
+        label = f"{run['format']}{', memory not sampled' if 'peak_rss_tree_mib' not in run else ''}"
         lines.append(
-            f"| jobs/score.py ({run['format']}) | {run['slices']} | {run['wall_s']} | {run['slices_per_s']} | {ratio:.2f} | "
-            f"{run['steady_slices_per_s']} | {run['peak_rss_tree_mib']} MiB | {run['peak_rss_process_mib']} MiB | "
-            f"{str(run['peak_pss_tree_mib']) + ' MiB' if 'peak_pss_tree_mib' in run else ''} |"
+            f"| jobs/score.py ({label}) | {run['slices']} | {run['wall_s']} | {run['slices_per_s']} | {ratio:.2f} | "
+            f"{run['steady_slices_per_s']} | {' | '.join(memory)} |"
         )
     measured = [run for run in results["runs"] if run["path"] == "job" and run.get("peak_pss_largest_processes")]
     if measured:
@@ -459,9 +479,10 @@ def format_table(results: dict) -> str:
         for run in measured:
             processes = ", ".join(f"{item['name']}: {item['peak_pss_mib']}" for item in run["peak_pss_largest_processes"])
             lines.append(f"| {run['format']}, {run['slices']} slices | {processes} |")
-    lines += ["", "Labels tables of the zip and the tar.gz run of each size:", ""] + comparison_table(
-        {f"{size} slices, zip / tar.gz": comparison for size, comparison in results["same_labels"].items()}
-    )
+    if results["same_labels"]:
+        lines += ["", "Labels tables of the zip and the tar.gz run of each size:", ""] + comparison_table(
+            {f"{size} slices, zip / tar.gz": comparison for size, comparison in results["same_labels"].items()}
+        )
     formats = results.get("formats")
     if formats:
         lines += [
