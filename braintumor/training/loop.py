@@ -243,13 +243,21 @@ def finished_reason(state: TrainingState, config: TrainConfig) -> str | None:
     A run that stopped early goes on when `config` allows more epochs without a better score
     than the run had waited, so a rerun with a larger --patience continues it.
     """
-    if state.epochs_done >= config.epochs:
-        return f"the checkpoint already finished epoch {state.epochs_done} of {config.epochs}; raise --epochs to train further"
-    if state.stopped_early and state.early_stopping_wait >= config.early_stopping_patience:
+    all_epochs_done = state.epochs_done >= config.epochs
+    patience_spent = state.stopped_early and state.early_stopping_wait >= config.early_stopping_patience
+    stopped = (
+        f"the run stopped early after epoch {state.epochs_done}, {state.early_stopping_wait} epochs without a "
+        f"better {MONITORS[config.task][0]}"
+    )
+    if all_epochs_done and patience_spent:
         return (
-            f"the run stopped early after epoch {state.epochs_done}, {state.early_stopping_wait} epochs without a "
-            f"better {MONITORS[config.task][0]}; raise --patience above {state.early_stopping_wait} to train further"
+            f"{stopped}, at the last of {config.epochs} epochs; raise --epochs above {state.epochs_done} and "
+            f"--patience above {state.early_stopping_wait} to train further"
         )
+    if all_epochs_done:
+        return f"the checkpoint already finished epoch {state.epochs_done} of {config.epochs}; raise --epochs to train further"
+    if patience_spent:
+        return f"{stopped}; raise --patience above {state.early_stopping_wait} to train further"
     return None
 
 

@@ -23,13 +23,23 @@ from braintumor import __version__, locations, s3
 from braintumor.models.io import ModelInfo, save_model
 from braintumor.preprocessing.normalization import NORMALIZATION
 from braintumor.training.config import TrainConfig
-from braintumor.training.loop import CHECKPOINT_MODEL, MONITORS, TrainingState, float32_copy, train_loop_per_worker
+from braintumor.training.loop import (
+    CHECKPOINT_MODEL,
+    CHECKPOINT_STATE,
+    MONITORS,
+    TrainingState,
+    finished_reason,
+    float32_copy,
+    train_loop_per_worker,
+)
 
 logger = logging.getLogger(__name__)
 
 # CPUs a GPU worker reserves by default: input feeding and the training loop's Python need few,
 # and GPU nodes of 4 vCPUs (an AWS g5.xlarge) keep the rest for Ray Data.
 GPU_WORKER_CPUS = 2.0
+# Subfolder of a run folder where Ray Train keeps the run's checkpoints.
+RUN_CHECKPOINTS = "checkpoints"
 
 
 @dataclass
@@ -51,6 +61,7 @@ def train(config: TrainConfig) -> TrainingResult:
 
     Raises:
         FileNotFoundError: the preprocessed Parquet splits or the checkpoint to resume are missing.
+        ValueError: the checkpoint to resume has no epoch left to train under these settings.
         s3.S3Error: an S3 location cannot be read or written, naming the bucket and key.
         RuntimeError: training failed on the workers (the message carries their error).
     """
@@ -65,9 +76,13 @@ def train(config: TrainConfig) -> TrainingResult:
 
     started = time.perf_counter()
     folders = {split: preprocessed_split(config.data, split) for split in ("train", "validation")}
+    run_dir = config.run_dir if s3.is_s3(config.run_dir) else config.run_dir.resolve()
     if config.resume:
         config.resume = _checkpoint_to_resume(config.resume)
-    run_dir = config.run_dir if s3.is_s3(config.run_dir) else config.run_dir.resolve()
+        # Workers resume from the run's own checkpoints when it has any, and from --resume only
+        # when it has none. Ray Train writes this file in the run's checkpoints folder.
+        if not locations.is_file(locations.join(run_dir, RUN_CHECKPOINTS, "checkpoint_manager_snapshot.json")):
+            _check_something_to_train(config.resume, config)
     locations.make_folder(run_dir)
     config.save(locations.join(run_dir, "config.json"))
     split_file = locations.join(config.data, "split.json")
@@ -111,7 +126,7 @@ def train(config: TrainConfig) -> TrainingResult:
             num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker=resources
         ),
         run_config=RunConfig(
-            name="checkpoints",
+            name=RUN_CHECKPOINTS,
             storage_path=storage_path,
             storage_filesystem=storage_filesystem,
             checkpoint_config=CheckpointConfig(
@@ -126,6 +141,11 @@ def train(config: TrainConfig) -> TrainingResult:
     if result.error is not None:
         raise RuntimeError(f"training failed: {result.error}") from result.error
 
+    if not result.best_checkpoints:
+        raise RuntimeError(
+            f"no epoch was trained and {locations.join(run_dir, RUN_CHECKPOINTS)} has no checkpoint, so there is no "
+            f"model to save; see the workers' log lines above for the reason"
+        )
     pick = max if mode == "max" else min
     best_checkpoint, best_metrics = pick(result.best_checkpoints, key=lambda pair: pair[1][monitor])
     with result.checkpoint.as_directory() as latest:
@@ -178,6 +198,17 @@ def _checkpoint_to_resume(location: str) -> str:
     if not locations.is_file(locations.join(checkpoint, CHECKPOINT_MODEL)):
         raise FileNotFoundError(f"{checkpoint}: not a checkpoint folder (no {CHECKPOINT_MODEL} inside)")
     return str(checkpoint)
+
+
+def _check_something_to_train(checkpoint: str, config: TrainConfig) -> None:
+    """Raise ValueError when a run started from `checkpoint` would train no epoch.
+
+    Ray Train then reports no checkpoint at all, so the run would end with no model to save.
+    """
+    state = TrainingState(**json.loads(locations.read_text(locations.join(checkpoint, CHECKPOINT_STATE))))
+    reason = finished_reason(state, config)
+    if reason:
+        raise ValueError(f"nothing to train from --resume {checkpoint}: {reason}")
 
 
 def _default_cpus_per_worker(config: TrainConfig) -> float:

@@ -149,6 +149,33 @@ def test_finished_reason_fresh_run():
     assert finished_reason(TrainingState(), TrainConfig(task="classify", epochs=1)) is None
 
 
+def test_finished_reason_last_epoch_stopped_early():
+    state = TrainingState(epochs_done=20, early_stopping_wait=6, stopped_early=True)
+
+    reason = finished_reason(state, TrainConfig(task="classify", epochs=20, early_stopping_patience=6))
+
+    assert reason is not None
+    assert "raise --epochs above 20 and --patience above 6" in reason
+
+
+def test_resume_finished_checkpoint_rejected(tmp_path):
+    from braintumor.training.trainer import _check_something_to_train
+
+    (tmp_path / "state.json").write_text(json.dumps({"epochs_done": 5}))
+    config = TrainConfig(task="classify", epochs=5)
+
+    with pytest.raises(ValueError, match=r"nothing to train from --resume .*: the checkpoint already finished epoch 5 of 5"):
+        _check_something_to_train(str(tmp_path), config)
+
+
+def test_resume_unfinished_checkpoint_accepted(tmp_path):
+    from braintumor.training.trainer import _check_something_to_train
+
+    (tmp_path / "state.json").write_text(json.dumps({"epochs_done": 5}))
+
+    assert _check_something_to_train(str(tmp_path), TrainConfig(task="classify", epochs=6)) is None
+
+
 @pytest.mark.timeout(600)
 def test_train_without_preprocessed_data(ray_local, tmp_path):
     from braintumor.training.trainer import train
