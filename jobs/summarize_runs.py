@@ -33,7 +33,7 @@ def main() -> int:
     for run in args.runs:
         try:
             summaries.append(summarize_run(run, args.evaluation))
-        except (FileNotFoundError, ModelLoadError) as error:
+        except (FileNotFoundError, ValueError, ModelLoadError) as error:
             logger.error("skipped: %s", error)
             skipped += 1
     if not summaries:

@@ -27,8 +27,8 @@ class RunSummary:
     precision: str
     epochs: int
     best_epoch: int | None
-    training_seconds: float
-    median_epoch_seconds: float
+    training_seconds: float | None  # None when history.json has no epoch times
+    median_epoch_seconds: float | None
     metrics: dict | None  # the "segmentation" or "classification" part of metrics.json
 
 
@@ -37,6 +37,7 @@ def summarize_run(run: Location, evaluation: str = "evaluation") -> RunSummary:
 
     Raises:
         FileNotFoundError: `run` lacks config.json, history.json or a model, so it is no finished run.
+        ValueError: config.json, history.json or metrics.json is not a JSON object.
         ModelLoadError: the run's model file is not a model.
     """
     # NOTE: s3:// runs go through the same `locations` helpers as training, but only local
@@ -48,18 +49,20 @@ def summarize_run(run: Location, evaluation: str = "evaluation") -> RunSummary:
             raise FileNotFoundError(
                 f"{run}: {required} not found; expected the folder of a jobs/train.py run whose training has finished"
             )
-    config = json.loads(locations.read_text(locations.join(run, "config.json")))
-    history = json.loads(locations.read_text(locations.join(run, "history.json")))
+    config = _read_json_object(locations.join(run, "config.json"))
+    history = _read_json_object(locations.join(run, "history.json"))
     model, info = load_model(locations.join(run, "model"))
-    seconds = history.get("seconds", [])
+    seconds = history.get("seconds") or []
+    # Every metric has one value per epoch, so the longest list counts the epochs.
+    epochs = max((len(values) for values in history.values() if isinstance(values, list)), default=0)
 
     metrics_file = locations.join(run, evaluation, "metrics.json")
     metrics = None
     if locations.is_file(metrics_file):
-        report = json.loads(locations.read_text(metrics_file))
+        report = _read_json_object(metrics_file)
         metrics = report.get("segmentation") or report.get("classification")
     else:
-        logger.warning("%s: %s not found, so its metrics are left empty", run, metrics_file)
+        logger.warning("%s not found, so the metrics of run %s are left empty", metrics_file, locations.name(run))
 
     return RunSummary(
         name=locations.name(run),
@@ -68,12 +71,27 @@ def summarize_run(run: Location, evaluation: str = "evaluation") -> RunSummary:
         parameters=int(model.count_params()),
         input_size=info.input_size,
         precision=info.extra.get("training_precision", config.get("precision", "float32")),
-        epochs=len(seconds),
+        epochs=epochs,
         best_epoch=info.extra.get("best_epoch"),
-        training_seconds=float(sum(seconds)),
-        median_epoch_seconds=float(statistics.median(seconds)) if seconds else 0.0,
+        training_seconds=float(sum(seconds)) if seconds else None,
+        median_epoch_seconds=float(statistics.median(seconds)) if seconds else None,
         metrics=metrics,
     )
+
+
+def _read_json_object(location: Location) -> dict:
+    """Read a JSON file that must contain an object.
+
+    Raises:
+        ValueError: the file is not valid JSON or not an object, naming the file.
+    """
+    try:
+        content = json.loads(locations.read_text(location))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{location}: invalid JSON ({error})") from error
+    if not isinstance(content, dict):
+        raise ValueError(f"{location}: expected a JSON object, found {type(content).__name__}")
+    return content
 
 
 def format_runs_table(summaries: list[RunSummary]) -> str:
@@ -92,8 +110,8 @@ def format_runs_table(summaries: list[RunSummary]) -> str:
             if metrics:
                 low, high = metrics["dice_mean_95ci"]
                 quality = (
-                    f"{metrics['dice_mean']:.3f} [{low:.3f}, {high:.3f}] | {metrics['dice_median']:.3f} | "
-                    f"{metrics['iou_mean']:.3f} | {metrics['false_positive_rate_empty']:.3f}"
+                    f"{_figure(metrics['dice_mean'])} [{_figure(low)}, {_figure(high)}] | {_figure(metrics['dice_median'])} | "
+                    f"{_figure(metrics['iou_mean'])} | {_figure(metrics['false_positive_rate_empty'])}"
                 )
             else:
                 quality = "not evaluated | | |"
@@ -109,7 +127,8 @@ def format_runs_table(summaries: list[RunSummary]) -> str:
             metrics = summary.metrics
             if metrics:
                 quality = (
-                    f"{metrics['roc_auc']:.3f} | {metrics['f1']:.3f} | {metrics['accuracy']:.3f} | {metrics['threshold']:g}"
+                    f"{_figure(metrics['roc_auc'])} | {_figure(metrics['f1'])} | {_figure(metrics['accuracy'])} | "
+                    f"{metrics['threshold']:g}"
                 )
             else:
                 quality = "not evaluated | | |"
@@ -118,9 +137,18 @@ def format_runs_table(summaries: list[RunSummary]) -> str:
     return "\n\n".join(sections) + "\n"
 
 
+def _figure(value: float | None) -> str:
+    """Format a metric with 3 decimals, or n/a where the evaluation could not compute it."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _run_columns(summary: RunSummary) -> str:
     best = f" ({summary.best_epoch})" if summary.best_epoch is not None else ""
+    if summary.training_seconds is None:
+        seconds = "n/a"
+    else:
+        seconds = f"{summary.training_seconds:,.0f} ({summary.median_epoch_seconds:.0f})"
     return (
         f"| {summary.name} | {summary.architecture} | {summary.parameters / 1e6:.2f} M | {summary.input_size} "
-        f"| {summary.precision} | {summary.epochs}{best} | {summary.training_seconds:,.0f} ({summary.median_epoch_seconds:.0f})"
+        f"| {summary.precision} | {summary.epochs}{best} | {seconds}"
     )

@@ -110,3 +110,35 @@ def test_job_skips_folder_that_is_no_run(runs, tmp_path):
     assert output.read_text() == completed.stdout
     assert f"skipped: {tmp_path / 'missing'}: config.json not found" in completed.stderr
     assert "1 of 2 folders skipped" in completed.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("", "invalid JSON"), ("[]", "expected a JSON object, found list")],
+)
+def test_summary_of_invalid_history(tmp_path, content, message):
+    run = _write_run(tmp_path / "classify-broken", "classify", "smallcnn", None)
+    (run / "history.json").write_text(content)
+
+    with pytest.raises(ValueError, match=f"history.json: {message}"):
+        summarize_run(run)
+
+
+def test_summary_of_history_without_times(tmp_path):
+    run = _write_run(tmp_path / "classify-untimed", "classify", "smallcnn", None)
+    (run / "history.json").write_text(json.dumps({"loss": [0.9, 0.7, 0.6]}))
+
+    summary = summarize_run(run)
+
+    assert summary.epochs == 3
+    assert summary.training_seconds is None
+    assert "| 3 (2) | n/a |" in format_runs_table([summary])
+
+
+def test_table_of_metric_not_computed(tmp_path):
+    metrics = dict(CLASSIFICATION_METRICS, roc_auc=None)
+    run = _write_run(tmp_path / "classify-one-class", "classify", "smallcnn", metrics)
+
+    table = format_runs_table([summarize_run(run)])
+
+    assert "| n/a | 0.892 | 0.940 | 0.55 |" in table
