@@ -139,6 +139,7 @@ def store_weights_as_float16(model_file: Path) -> tuple[int, int]:
         (arrays stored as float16, arrays kept as they were).
 
     Raises:
+        FileNotFoundError: `model_file` does not exist.
         ModelLoadError: the file is not a Keras archive with a weights file.
     """
     import io
@@ -146,6 +147,8 @@ def store_weights_as_float16(model_file: Path) -> tuple[int, int]:
     import h5py
     import numpy as np
 
+    if not model_file.exists():
+        raise FileNotFoundError(f"{model_file}: model file not found")
     if not zipfile.is_zipfile(model_file):
         raise ModelLoadError(f"{model_file}: not a Keras model archive (.keras files are zip archives)")
     with zipfile.ZipFile(model_file) as archive:

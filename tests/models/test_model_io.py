@@ -145,7 +145,8 @@ def test_load_zip_that_is_not_a_model(tmp_path):
         load_model(tmp_path)
 
 
-def _weight_dtypes(model_file) -> set[str]:
+def weight_dtypes(model_file) -> set[str]:
+    """Return the dtypes of the weight arrays stored in a model.keras file (test_release.py uses it too)."""
     import io
 
     import h5py
@@ -173,7 +174,7 @@ def test_float16_weights_load_as_float32(saved, slices, tmp_path):
 
     assert converted > 0
     assert unchanged == 0
-    assert _weight_dtypes(copy / MODEL_FILE) == {"float16"}
+    assert weight_dtypes(copy / MODEL_FILE) == {"float16"}
     assert {weight.dtype.name for weight in model.weights} == {"float32"}
     np.testing.assert_allclose(model.predict(slices, verbose=0), expected, atol=1e-2)
     # float16 saves two bytes per parameter, and the HDF5 layout around the arrays takes back a little.
@@ -192,7 +193,7 @@ def test_float16_weights_keep_large_values(tmp_path):
 
     assert unchanged == 1
     assert converted == len(weights) - 1
-    assert _weight_dtypes(folder / MODEL_FILE) == {"float16", "float32"}
+    assert weight_dtypes(folder / MODEL_FILE) == {"float16", "float32"}
     np.testing.assert_array_equal(loaded.get_weights()[0], weights[0])
 
 
@@ -204,3 +205,13 @@ def test_float16_weights_of_non_archive(tmp_path):
         store_weights_as_float16(bogus)
 
     assert bogus.read_text() == "not a model"
+
+
+def test_float16_weights_of_missing_file(tmp_path):
+    missing = tmp_path / MODEL_FILE
+
+    with pytest.raises(FileNotFoundError, match="model file not found") as raised:
+        store_weights_as_float16(missing)
+
+    assert str(missing) in str(raised.value)
+    assert list(tmp_path.iterdir()) == []
