@@ -19,19 +19,20 @@ from braintumor.cli import run_job
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--segmenter", required=True, help="segmenter model folder written by training")
-    parser.add_argument("--classifier", required=True, help="classifier model folder written by training")
+    parser.add_argument("--segmenter", required=True, help="local segmenter model folder written by training")
+    parser.add_argument("--classifier", required=True, help="local classifier model folder written by training")
     parser.add_argument("--float16-weights", nargs="+", default=[], choices=("segmenter", "classifier"), metavar="ROLE",
                         help="store these models' weights as float16: segmenter, classifier or both")
     args = parser.parse_args()
 
     from braintumor.inference import RELEASE_ROOT
-    from braintumor.models.release import release_models
+    from braintumor.models.release import local_source, release_models
     from braintumor.serving.config import check_model_dir
 
+    # local_source rejects s3:// URIs, which check_model_dir would take as a local path.
     sources = {
-        "segmenter": check_model_dir(args.segmenter, "segment", "segmenter"),
-        "classifier": check_model_dir(args.classifier, "classify", "classifier"),
+        "segmenter": check_model_dir(local_source(args.segmenter, "segmenter"), "segment", "segmenter"),
+        "classifier": check_model_dir(local_source(args.classifier, "classifier"), "classify", "classifier"),
     }
     released = release_models(sources, RELEASE_ROOT, tuple(args.float16_weights))
     for role, target in released.items():
