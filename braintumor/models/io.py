@@ -6,6 +6,7 @@ JSON file records the task, architecture, normalisation, decision threshold, siz
 model came from.
 """
 
+import dataclasses
 import json
 import tempfile
 import zipfile
@@ -115,12 +116,42 @@ def _load_local(folder: Path, location: str | Path):
     if not info_path.is_file():
         raise ModelLoadError(f"{location}: {INFO_FILE} is missing beside {MODEL_FILE}")
 
-    info = ModelInfo(**json.loads(info_path.read_text()))
+    info = parse_model_info(info_path.read_text(), locations.join(location, INFO_FILE))
     try:
         model = tf.keras.models.load_model(str(model_path), compile=False, safe_mode=True)
     except (ValueError, OSError, KeyError) as error:
         raise ModelLoadError(f"{model_location}: cannot load the model ({error})") from None
     return model, info
+
+
+def parse_model_info(text: str, info_location: str | Path) -> ModelInfo:
+    """Parse the contents of a model_info.json. Errors name `info_location`, the file it came from.
+
+    Raises:
+        ModelLoadError: the text is not valid JSON, not an object, misses a required field or has
+            a field this version does not know.
+    """
+    try:
+        fields = json.loads(text)
+    except ValueError as error:
+        raise ModelLoadError(f"{info_location}: invalid JSON ({error})") from None
+    if not isinstance(fields, dict):
+        raise ModelLoadError(f"{info_location}: expected a JSON object, found {type(fields).__name__}")
+    known = {item.name for item in dataclasses.fields(ModelInfo)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ModelLoadError(
+            f"{info_location}: unknown field(s) {unknown}; the model may come from a newer braintumor version"
+        )
+    required = {
+        item.name
+        for item in dataclasses.fields(ModelInfo)
+        if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING
+    }
+    missing = sorted(required - set(fields))
+    if missing:
+        raise ModelLoadError(f"{info_location}: required field(s) {missing} missing")
+    return ModelInfo(**fields)
 
 
 WEIGHTS_ENTRY = "model.weights.h5"

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from braintumor import locations
-from braintumor.models.io import INFO_FILE, MODEL_FILE, ModelInfo
+from braintumor.models.io import INFO_FILE, MODEL_FILE, ModelInfo, parse_model_info
 from braintumor.preprocessing.normalization import NORMALIZATION
 from braintumor.scoring.sources import SLICE_SUFFIXES, list_source
 from braintumor.scoring.storage import OutputStorage, open_storage
@@ -101,6 +101,7 @@ def read_model_info(folder: str | Path, role: str) -> ModelInfo:
 
     Raises:
         FileNotFoundError: the folder lacks `model.keras` or `model_info.json`, with what to do.
+        ModelLoadError: `model_info.json` is not valid model info.
         s3.S3Error: the bucket is missing or cannot be read.
     """
     missing = [name for name in (MODEL_FILE, INFO_FILE) if not locations.is_file(locations.join(folder, name))]
@@ -110,7 +111,8 @@ def read_model_info(folder: str | Path, role: str) -> ModelInfo:
             f"`python jobs/train.py --task {'segment' if role == 'segmenter' else 'classify'}` "
             f"or pass --{role} with a model folder."
         )
-    return ModelInfo(**json.loads(locations.read_text(locations.join(folder, INFO_FILE))))
+    info_file = locations.join(folder, INFO_FILE)
+    return parse_model_info(locations.read_text(info_file), info_file)
 
 
 def run_scoring(

@@ -145,6 +145,24 @@ def test_load_zip_that_is_not_a_model(tmp_path):
         load_model(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{", "invalid JSON"),
+        ("[]", "expected a JSON object, found list"),
+        (json.dumps({**asdict(INFO), "notes": "x"}), r"unknown field\(s\) \['notes'\]; the model may come from a newer"),
+        (json.dumps({"task": "segment"}), r"required field\(s\) \['architecture', 'normalization'\] missing"),
+    ],
+)
+def test_load_invalid_info(saved, tmp_path, content, message):
+    folder, _ = saved
+    (tmp_path / MODEL_FILE).write_bytes((folder / MODEL_FILE).read_bytes())
+    (tmp_path / INFO_FILE).write_text(content)
+
+    with pytest.raises(ModelLoadError, match=f"model_info.json: {message}"):
+        load_model(tmp_path)
+
+
 def weight_dtypes(model_file) -> set[str]:
     """Return the dtypes of the weight arrays stored in a model.keras file (test_release.py uses it too)."""
     import io

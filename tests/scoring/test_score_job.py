@@ -216,6 +216,20 @@ def test_missing_model_is_reported(scoring_folder, tiny_models, tmp_path):
         run_scoring(scoring_folder, tmp_path / "scored", tiny_models[0], tmp_path / "missing")
 
 
+def test_invalid_model_info_is_reported(scoring_folder, tiny_models, tmp_path):
+    import shutil
+
+    from braintumor.models.io import ModelLoadError
+
+    segmenter = tmp_path / "segmenter"
+    shutil.copytree(tiny_models[0], segmenter)
+    (segmenter / "model_info.json").write_text("[]")
+
+    with pytest.raises(ModelLoadError, match=r"segmenter/model_info.json: expected a JSON object, found list"):
+        run_scoring(scoring_folder, tmp_path / "scored", segmenter, tiny_models[1])
+    assert not (tmp_path / "scored").exists()
+
+
 def test_cli_missing_model_exit_status(scoring_folder, tmp_path):
     result = subprocess.run(
         [sys.executable, "jobs/score.py", "--input", str(scoring_folder), "--output", str(tmp_path / "scored"),
