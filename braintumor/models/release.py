@@ -5,7 +5,14 @@ import logging
 import shutil
 from pathlib import Path
 
-from braintumor.models.io import INFO_FILE, MODEL_FILE, ModelLoadError, load_model, store_weights_as_float16
+from braintumor.models.io import (
+    INFO_FILE,
+    MODEL_FILE,
+    ModelLoadError,
+    load_model,
+    parse_model_info,
+    store_weights_as_float16,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +76,7 @@ def _check_source(source: str | Path, role: str) -> Path:
     if not info_path.is_file():
         raise ModelLoadError(f"{source}: {INFO_FILE} is missing beside {MODEL_FILE}")
 
-    try:
-        task = json.loads(info_path.read_text()).get("task")
-    except (ValueError, AttributeError) as error:
-        raise ModelLoadError(f"{info_path}: invalid model info, expected a JSON object ({error})") from None
+    task = parse_model_info(info_path.read_text(), info_path).task
     expected = ROLES[role]
     if task != expected:
         raise ModelLoadError(
@@ -186,7 +190,7 @@ def _restore_release_folders(staged: dict[str, Path], previous: dict[str, Path],
 
 
 def _remove(path: Path) -> None:
-    """Delete a folder tree, a file or a symlink (not what it points to); a missing path is fine."""
+    """Delete a folder tree, a file or a symlink (not what it points to). A missing path is not an error."""
     if path.is_symlink() or path.is_file():
         path.unlink()
     elif path.is_dir():
