@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 BRAINTUMOR_DATA ?= ../shared/data/lgg/kaggle_3m
 BRAINTUMOR_OUTPUT ?= outputs
 PYTEST_ARGS ?=
+# The release segmenter's architecture (docs/RESULTS.md, run 5); unet trains the other one.
+SEGMENTER ?= resunet
 export BRAINTUMOR_DATA BRAINTUMOR_OUTPUT
 
 .PHONY: install train preprocess explore test clean
@@ -28,9 +30,9 @@ RUNS := $(BRAINTUMOR_OUTPUT)/runs
 # Each model: train, choose its decision settings on the validation patients, then evaluate on the test patients.
 train: preprocess
 	$(BIN)/python jobs/explore.py --data $(BRAINTUMOR_DATA) --output $(BRAINTUMOR_OUTPUT)/overview
-	$(BIN)/python jobs/train.py --task segment --data $(BRAINTUMOR_OUTPUT) --no-evaluate
-	$(BIN)/python jobs/tune.py --model $(RUNS)/segment-unet/model --data $(BRAINTUMOR_OUTPUT)
-	$(BIN)/python jobs/evaluate.py --model $(RUNS)/segment-unet/model --data $(BRAINTUMOR_OUTPUT) --output $(RUNS)/segment-unet/evaluation
+	$(BIN)/python jobs/train.py --task segment --architecture $(SEGMENTER) --data $(BRAINTUMOR_OUTPUT) --no-evaluate
+	$(BIN)/python jobs/tune.py --model $(RUNS)/segment-$(SEGMENTER)/model --data $(BRAINTUMOR_OUTPUT)
+	$(BIN)/python jobs/evaluate.py --model $(RUNS)/segment-$(SEGMENTER)/model --data $(BRAINTUMOR_OUTPUT) --output $(RUNS)/segment-$(SEGMENTER)/evaluation
 	$(BIN)/python jobs/train.py --task classify --data $(BRAINTUMOR_OUTPUT) --no-evaluate
 	$(BIN)/python jobs/tune.py --model $(RUNS)/classify-smallcnn/model --data $(BRAINTUMOR_OUTPUT)
 	$(BIN)/python jobs/evaluate.py --model $(RUNS)/classify-smallcnn/model --data $(BRAINTUMOR_OUTPUT) --output $(RUNS)/classify-smallcnn/evaluation

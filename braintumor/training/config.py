@@ -12,6 +12,10 @@ TASKS = ("segment", "classify")
 # Keras dtype policies for training. Under mixed_bfloat16 the layers compute in bfloat16 and keep
 # float32 weights. Saved models compute in float32 either way.
 PRECISIONS = ("float32", "mixed_bfloat16")
+# "auto" picks mixed_bfloat16 for CPU workers on a CPU with bfloat16 instructions, else float32.
+AUTO_PRECISION = "auto"
+BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+CPU_INFO = Path("/proc/cpuinfo")
 DEFAULT_ARCHITECTURE = {"segment": "unet", "classify": "smallcnn"}
 
 
@@ -51,7 +55,7 @@ class TrainConfig:
     resume: str | None = None  # a checkpoint folder to continue from
     limit_train: int | None = None  # use only the first N training slices (tests, smoke runs)
     limit_validation: int | None = None
-    precision: str = "float32"  # one of PRECISIONS
+    precision: str = "float32"  # one of PRECISIONS, or AUTO_PRECISION (resolved when the config is made)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -72,8 +76,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.missing_sequence_rate <= 1:
             raise ValueError(f"missing_sequence_rate must be in [0, 1], got {self.missing_sequence_rate}")
+        if self.precision == AUTO_PRECISION:
+            self.precision = automatic_precision(self.use_gpu)
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got '{self.precision}'")
+            raise ValueError(f"precision must be one of {PRECISIONS} or '{AUTO_PRECISION}', got '{self.precision}'")
         if not 0 < self.learning_rate < 1:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
 
@@ -95,3 +101,29 @@ class TrainConfig:
         path = locations.as_location(path)
         locations.write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
+
+
+def cpu_has_bfloat16(cpu_info: Path = CPU_INFO) -> bool:
+    """Return whether the CPU lists a bfloat16 instruction set (Linux only; False elsewhere)."""
+    try:
+        text = cpu_info.read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            return any(flag in flags for flag in BFLOAT16_CPU_FLAGS)
+    return False
+
+
+def automatic_precision(use_gpu: bool, cpu_info: Path = CPU_INFO) -> str:
+    """Return the precision "auto" stands for on this machine.
+
+    bfloat16 was measured only on CPU (1.42-1.47 times faster on AVX-512 BF16, equal Dice at 20
+    epochs), so GPU runs stay float32. Without the instructions bfloat16 is emulated and slower.
+    The machine that makes the config decides: set the precision explicitly on a cluster whose
+    workers have other CPUs than the driver.
+    """
+    if not use_gpu and cpu_has_bfloat16(cpu_info):
+        return "mixed_bfloat16"
+    return "float32"

@@ -54,6 +54,26 @@ class TrainingResult:
     seconds: float
 
 
+def _warn_if_precision_changes(run_dir, config: TrainConfig) -> None:
+    """Log a warning when a run continues under another precision than its earlier epochs had.
+
+    Training goes on (the weights are float32 under both policies), but the run's epochs then mix
+    two precisions, which matters to anyone comparing its history.
+    """
+    saved = locations.join(run_dir, "config.json")
+    if not locations.is_file(saved):
+        return
+    try:
+        earlier = json.loads(locations.read_text(saved)).get("precision", "float32")
+    except (ValueError, AttributeError):
+        return
+    if earlier != config.precision:
+        logger.warning(
+            "run %s trained its earlier epochs in %s and continues in %s; pass --precision %s to keep it",
+            config.name, earlier, config.precision, earlier,
+        )
+
+
 def train(config: TrainConfig) -> TrainingResult:
     """Train the model `config` describes with Ray Train's TensorflowTrainer and save its best epoch.
 
@@ -83,6 +103,7 @@ def train(config: TrainConfig) -> TrainingResult:
         # when it has none. Ray Train writes this file in the run's checkpoints folder.
         if not locations.is_file(locations.join(run_dir, RUN_CHECKPOINTS, "checkpoint_manager_snapshot.json")):
             _check_something_to_train(config.resume, config)
+    _warn_if_precision_changes(run_dir, config)
     locations.make_folder(run_dir)
     config.save(locations.join(run_dir, "config.json"))
     split_file = locations.join(config.data, "split.json")
@@ -112,8 +133,8 @@ def train(config: TrainConfig) -> TrainingResult:
     if config.use_gpu:
         resources["GPU"] = 1
     logger.info(
-        "training %s (%s) on %d worker(s) with %s each; run folder %s",
-        config.task, config.architecture, config.num_workers, resources, run_dir,
+        "training %s (%s) in %s on %d worker(s) with %s each; run folder %s",
+        config.task, config.architecture, config.precision, config.num_workers, resources, run_dir,
     )
 
     monitor, mode = MONITORS[config.task]

@@ -87,12 +87,89 @@ def test_config_unknown_precision():
         TrainConfig(precision="float16")
 
 
-def test_float32_copy_of_bfloat16_model():
+CPU_INFO = """processor\t: 0
+model name\t: Test CPU
+flags\t\t: fpu sse2 avx2 avx512f {extra}
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "use_gpu", "expected"),
+    [
+        ("avx512_bf16", False, "mixed_bfloat16"),
+        ("amx_bf16 amx_tile", False, "mixed_bfloat16"),
+        ("avx512_vnni", False, "float32"),
+        ("avx512_bf16", True, "float32"),
+    ],
+)
+def test_automatic_precision(tmp_path, extra, use_gpu, expected):
+    from braintumor.training.config import automatic_precision
+
+    cpu_info = tmp_path / "cpuinfo"
+    cpu_info.write_text(CPU_INFO.format(extra=extra))
+
+    assert automatic_precision(use_gpu, cpu_info) == expected
+
+
+def test_automatic_precision_without_cpu_info(tmp_path):
+    from braintumor.training.config import automatic_precision
+
+    assert automatic_precision(False, tmp_path / "missing") == "float32"
+
+
+def test_config_resolves_auto_precision(monkeypatch):
+    from braintumor.training import config as config_module
+
+    monkeypatch.setattr(config_module, "cpu_has_bfloat16", lambda cpu_info=None: True)
+    assert TrainConfig(precision="auto").precision == "mixed_bfloat16"
+    assert TrainConfig(precision="auto", use_gpu=True).precision == "float32"
+    monkeypatch.setattr(config_module, "cpu_has_bfloat16", lambda cpu_info=None: False)
+    assert TrainConfig(precision="auto").precision == "float32"
+    # A saved config holds the resolved value, so reloading it does not decide again.
+    assert TrainConfig.from_dict(TrainConfig(precision="mixed_bfloat16").to_dict()).precision == "mixed_bfloat16"
+
+
+def test_command_line_precision_defaults_to_auto(monkeypatch):
+    import argparse
+
+    from braintumor.training import config as config_module
+    from braintumor.training.arguments import add_training_arguments, training_options
+
+    parser = argparse.ArgumentParser()
+    add_training_arguments(parser)
+    options = training_options(parser.parse_args(["--task", "segment"]))
+    assert options["precision"] == "auto"
+    monkeypatch.setattr(config_module, "cpu_has_bfloat16", lambda cpu_info=None: True)
+    assert TrainConfig(**options).precision == "mixed_bfloat16"
+    options = training_options(parser.parse_args(["--task", "segment", "--precision", "float32"]))
+    assert TrainConfig(**options).precision == "float32"
+
+
+def test_warning_when_a_run_continues_in_another_precision(tmp_path, caplog):
+    import logging
+
+    from braintumor.training.trainer import _warn_if_precision_changes
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    TrainConfig(precision="float32").save(run_dir / "config.json")
+
+    with caplog.at_level(logging.WARNING, logger="braintumor.training.trainer"):
+        _warn_if_precision_changes(run_dir, TrainConfig(precision="float32"))
+        assert caplog.text == ""
+        _warn_if_precision_changes(run_dir, TrainConfig(precision="mixed_bfloat16", name="segment-unet"))
+
+    assert "run segment-unet trained its earlier epochs in float32 and continues in mixed_bfloat16" in caplog.text
+    assert "--precision float32" in caplog.text
+
+
+@pytest.mark.parametrize(("task", "architecture"), [("segment", "unet"), ("segment", "resunet"), ("classify", "smallcnn")])
+def test_float32_copy_of_bfloat16_model(task, architecture):
     import tensorflow as tf
 
     from braintumor.training.loop import build_model, float32_copy
 
-    config = TrainConfig(task="segment", input_size=32, base_filters=4)
+    config = TrainConfig(task=task, architecture=architecture, input_size=32, base_filters=4)
     tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         mixed = build_model(config)
