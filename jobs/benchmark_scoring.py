@@ -10,7 +10,11 @@ larger than the dataset) and then, one after the other on the same machine:
   `--batch-size` (only the model calls and mask making are timed), once before the jobs and once
   after them, because the speed of a shared machine can drift during a 40-minute run;
 - job: `jobs/score.py` on a zip archive of the same slices, timed from process start to exit,
-  with no memory sampling;
+  with no memory sampling, and on zip archives of each larger `--throughput-slices` size, since
+  the job's fixed start-up weighs less on a larger archive;
+- with `--running-cluster`, the same timed jobs again against a Ray head on 127.0.0.1 that this
+  script starts beforehand, as `ray job submit` runs a job: the job then starts no Ray instance
+  of its own and stops none;
 - job on a zip and on a gzip-compressed tar archive of each of `--memory-slices`, for the peak
   memory of the job's process tree. A compressed tar archive can only be read as one stream
   (one reader actor hands each read task its group of members), so it is the case where
@@ -35,6 +39,8 @@ import json
 import os
 import platform
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -56,7 +62,10 @@ def main() -> int:
     parser.add_argument("--work", default="/tmp/scoring-benchmark", help="folder for the archives, outputs and results; emptied first if an earlier benchmark made it")
     parser.add_argument("--segmenter", help="segmenter model folder (default: the trained default run if present, else an untrained one of the same size)")
     parser.add_argument("--classifier", help="classifier model folder (default: as for --segmenter)")
-    parser.add_argument("--throughput-slices", type=int, default=2000, help="slices of the bare-versus-job comparison")
+    parser.add_argument("--throughput-slices", type=int, nargs="+", default=[2000],
+                        help="archive sizes of the bare-versus-job comparison; the bare path runs on the smallest")
+    parser.add_argument("--running-cluster", action="store_true",
+                        help="also time those jobs against a Ray head started beforehand, as `ray job submit` runs them")
     parser.add_argument("--memory-slices", type=int, nargs="*", default=[1000, 4000],
                         help="archive sizes whose peak memory is measured; none for a speed comparison only")
     parser.add_argument("--batch-size", type=int, default=32, help="slices per model call, in both paths")
@@ -82,17 +91,25 @@ def main() -> int:
     # shows it, and the ratios use the mean of the two.
     run_bare(results, "first", slices, args, segmenter, classifier)
     # The job timed against the bare path runs without the sampler. The memory jobs run with it.
-    jobs = [("zip", args.throughput_slices, False)]
+    jobs = [("zip", size, False) for size in sorted(args.throughput_slices)]
     jobs += [("zip", size, True) for size in sorted(args.memory_slices)]
     jobs += [("tar.gz", size, True) for size in sorted(args.memory_slices)]
     for archive_format, size, sampled in jobs:
-        archive = work / f"slices-{size}.{archive_format}"
-        if not archive.exists():
-            write_archive(slices, size, archive)
+        archive = archive_of(slices, size, archive_format, work)
         output = work / f"scored-{archive_format}-{size}{'' if sampled else '-timed'}"
         run = time_scoring_job(archive, output, segmenter, classifier, args.batch_size, args.actors, sample_memory=sampled)
         results["runs"].append({"path": "job", "format": archive_format, "slices": size, "memory_sampled": sampled, **run})
         print(f"job, {archive_format}, {size} slices{'' if sampled else ', not sampled'}: {json.dumps(run)}", file=sys.stderr)
+    if args.running_cluster:
+        with RayHead(work / "ray-head") as head:
+            for size in sorted(args.throughput_slices):
+                output = work / f"scored-zip-{size}-running-cluster"
+                run = time_scoring_job(
+                    archive_of(slices, size, "zip", work), output, segmenter, classifier, args.batch_size, args.actors,
+                    sample_memory=False, env=head.env,
+                )
+                results["runs"].append({"path": "job", "format": "zip", "slices": size, "memory_sampled": False, "running_cluster": True, **run})
+                print(f"job, zip, {size} slices, running cluster: {json.dumps(run)}", file=sys.stderr)
 
     results["same_labels"] = compare_labels(work, args.memory_slices)
     if args.formats:
@@ -109,9 +126,10 @@ def main() -> int:
 
 def run_bare(results: dict, when: str, slices: list[Path], args, segmenter: Path, classifier: Path) -> None:
     """Measure the bare path and add it to `results["runs"]`."""
-    bare = measure_bare_predict(slices, args.throughput_slices, segmenter, classifier, args.batch_size)
-    results["runs"].append({"path": "bare model.predict", "when": when, "slices": args.throughput_slices, **bare})
-    print(f"bare ({when}), {args.throughput_slices} slices: {json.dumps(bare)}", file=sys.stderr)
+    count = min(args.throughput_slices)
+    bare = measure_bare_predict(slices, count, segmenter, classifier, args.batch_size)
+    results["runs"].append({"path": "bare model.predict", "when": when, "slices": count, **bare})
+    print(f"bare ({when}), {count} slices: {json.dumps(bare)}", file=sys.stderr)
 
 
 def compare_again(work: Path) -> int:
@@ -191,18 +209,97 @@ def write_archive(slices: list[Path], count: int, target: Path) -> Path:
     return target
 
 
+def archive_of(slices: list[Path], count: int, archive_format: str, work: Path) -> Path:
+    """Return the work folder's archive of `count` slices in `archive_format`, writing it the first time."""
+    archive = work / f"slices-{count}.{archive_format}"
+    if not archive.exists():
+        write_archive(slices, count, archive)
+    return archive
+
+
+class RayHead:
+    """A Ray head on 127.0.0.1 with 2 CPUs, run by `ray start --block` in its own process group.
+
+    `env` is what a job needs to join it: RAY_ADDRESS and the head's authentication token. The head
+    has its own temporary folder, so a plain `ray.init()` elsewhere on the machine does not join it,
+    and leaving the `with` block stops only its process group (`ray stop` would stop every Ray
+    instance of the user).
+    """
+
+    def __init__(self, temp_dir: Path, start_timeout_s: float = 120):
+        self.temp_dir = temp_dir
+        self.start_timeout_s = start_timeout_s
+        self.process = None
+        self.env = {}
+
+    def __enter__(self) -> "RayHead":
+        from braintumor.runtime import WORKER_ENV
+
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+        env.update(WORKER_ENV)
+        # Loopback only, and a token of its own: Ray 2.60's `ray start` turns token authentication on.
+        env.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.urandom(32).hex()})
+        ray = str(Path(sys.executable).with_name("ray"))
+        command = [
+            ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+            "--include-dashboard", "false", "--num-cpus", "2", "--num-gpus", "0", "--temp-dir", str(self.temp_dir),
+            "--disable-usage-stats",
+        ]
+        log = self.temp_dir.parent / "ray-head.log"
+        with log.open("w") as output:
+            self.process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        self.env = {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+        deadline = time.monotonic() + self.start_timeout_s
+        while subprocess.run([ray, "status", "--address", self.env["RAY_ADDRESS"]], env=self.env, capture_output=True).returncode != 0:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"the Ray head did not start within {self.start_timeout_s:.0f} s, see {log}")
+            time.sleep(2)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=30)
+        self.process = None
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def time_scoring_job(
-    archive: Path, output: Path, segmenter: Path, classifier: Path, batch_size: int, actors: int, sample_memory: bool = True
+    archive: Path, output: Path, segmenter: Path, classifier: Path, batch_size: int, actors: int, sample_memory: bool = True,
+    env: dict | None = None,
 ) -> dict:
-    """Run jobs/score.py on `archive` and return its wall time, slices per second and, if sampled, peak memory."""
+    """Run jobs/score.py on `archive` and return its wall time, slices per second and, if sampled, peak memory.
+
+    `env` replaces the job's environment (to join a running cluster). The time to the first part
+    file, which the actor writes after its first batch, is the job's fixed start-up.
+    """
     command = [
         sys.executable, str(REPO_ROOT / "jobs" / "score.py"), "--input", str(archive), "--output", str(output),
         "--segmenter", str(segmenter), "--classifier", str(classifier), "--batch-size", str(batch_size), "--actors", str(actors),
     ]
     log = output.parent / f"{output.name}.log"
     started = time.perf_counter()
+    started_at = time.time()
     with log.open("w") as log_file:
-        job = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+        job = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env)
         sampler = MemorySampler(job.pid) if sample_memory else None
         if sampler is not None:
             sampler.start()
@@ -219,6 +316,7 @@ def time_scoring_job(
         "slices_per_s": round(summary["scored"] / wall, 2),
         "job_s": round(summary["seconds"], 1),
         "steady_slices_per_s": steady_rate(output),
+        "first_part_s": round(min(path.stat().st_mtime for path in (output / ".parts").glob("*.parquet")) - started_at, 1),
     }
     if sampler is None:
         return timing
@@ -454,23 +552,29 @@ def format_table(results: dict) -> str:
             "",
         ]
     lines += [
-        "| path | slices | wall s | slices/s | of bare | steady slices/s | peak RSS, process tree | peak RSS, largest process | peak PSS, process tree |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| path | slices | wall s | slices/s | of bare | first part file, s | steady slices/s | steady, of bare "
+        "| peak RSS, process tree | peak RSS, largest process | peak PSS, process tree |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for bare in bare_runs:
         label = f"bare model.predict (in memory{', ' + bare['when'] if 'when' in bare else ''})"
         lines.append(
-            f"| {label} | {bare['slices']} | {bare['wall_s']} | {bare['slices_per_s']} | {bare['slices_per_s'] / bare_rate:.2f} | | | | |"
+            f"| {label} | {bare['slices']} | {bare['wall_s']} | {bare['slices_per_s']} | {bare['slices_per_s'] / bare_rate:.2f} | | | | | | |"
         )
     for run in results["runs"]:
         if run["path"] != "job":
             continue
         ratio = run["slices_per_s"] / bare_rate
         memory = [f"{run[key]} MiB" if key in run else "" for key in ("peak_rss_tree_mib", "peak_rss_process_mib", "peak_pss_tree_mib")]
-        label = f"{run['format']}{', memory not sampled' if 'peak_rss_tree_mib' not in run else ''}"
+        notes = [run["format"]]
+        if "peak_rss_tree_mib" not in run:
+            notes.append("memory not sampled")
+        if run.get("running_cluster"):
+            notes.append("running cluster")
+        steady = run["steady_slices_per_s"]
         lines.append(
-            f"| jobs/score.py ({label}) | {run['slices']} | {run['wall_s']} | {run['slices_per_s']} | {ratio:.2f} | "
-            f"{run['steady_slices_per_s']} | {' | '.join(memory)} |"
+            f"| jobs/score.py ({', '.join(notes)}) | {run['slices']} | {run['wall_s']} | {run['slices_per_s']} | {ratio:.2f} | "
+            f"{run.get('first_part_s', '')} | {steady} | {steady / bare_rate:.2f} | {' | '.join(memory)} |"
         )
     measured = [run for run in results["runs"] if run["path"] == "job" and run.get("peak_pss_largest_processes")]
     if measured:
