@@ -255,7 +255,7 @@ class RayHead:
         while subprocess.run([ray, "status", "--address", self.env["RAY_ADDRESS"]], env=self.env, capture_output=True).returncode != 0:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.__exit__()
-                raise RuntimeError(f"the Ray head did not start within {self.start_timeout_s:.0f} s, see {log}")
+                raise RuntimeError(f"the Ray head exited or did not start within {self.start_timeout_s:.0f} s. See its output in {log}")
             time.sleep(2)
         return self
 
@@ -316,7 +316,7 @@ def time_scoring_job(
         "slices_per_s": round(summary["scored"] / wall, 2),
         "job_s": round(summary["seconds"], 1),
         "steady_slices_per_s": steady_rate(output),
-        "first_part_s": round(min(path.stat().st_mtime for path in (output / ".parts").glob("*.parquet")) - started_at, 1),
+        "first_part_s": round(min((path.stat().st_mtime for path in (output / ".parts").glob("*.parquet")), default=float("nan")) - started_at, 1),
     }
     if sampler is None:
         return timing

@@ -29,7 +29,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", type=int, default=0, help="train on N GPU workers, one GPU each (overrides --workers)")
     parser.add_argument("--cpus-per-worker", type=float, help="CPUs reserved per worker (default: CPU workers share all CPUs of the cluster but one, which Ray Data gets; GPU workers 2 each)")
     parser.add_argument("--precision", choices=(AUTO_PRECISION, *PRECISIONS), default=AUTO_PRECISION,
-                        help="Keras dtype policy while training: mixed_bfloat16 computes in bfloat16 with float32 weights; "
+                        help="Keras dtype policy while training: mixed_bfloat16 computes in bfloat16 with float32 weights. "
                         "auto (default) picks it for CPU workers when the CPU has AVX-512 BF16 or AMX, else float32. "
                         "The saved model computes in float32 either way")
     parser.add_argument("--seed", type=int, default=0)

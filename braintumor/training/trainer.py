@@ -69,8 +69,8 @@ def _warn_if_precision_changes(run_dir, config: TrainConfig) -> None:
         return
     if earlier != config.precision:
         logger.warning(
-            "run %s trained its earlier epochs in %s and continues in %s; pass --precision %s to keep it",
-            config.name, earlier, config.precision, earlier,
+            "run %s trained its earlier epochs in %s and continues in %s. Pass --precision %s to keep %s",
+            config.name, earlier, config.precision, earlier, earlier,
         )
 
 

@@ -125,11 +125,11 @@ def test_config_resolves_auto_precision(monkeypatch):
     assert TrainConfig(precision="auto", use_gpu=True).precision == "float32"
     monkeypatch.setattr(config_module, "cpu_has_bfloat16", lambda cpu_info=None: False)
     assert TrainConfig(precision="auto").precision == "float32"
-    # A saved config holds the resolved value, so reloading it does not decide again.
+    # A saved config contains the resolved value, so reloading it does not decide again.
     assert TrainConfig.from_dict(TrainConfig(precision="mixed_bfloat16").to_dict()).precision == "mixed_bfloat16"
 
 
-def test_command_line_precision_defaults_to_auto(monkeypatch):
+def test_cli_precision_default_auto(monkeypatch):
     import argparse
 
     from braintumor.training import config as config_module
@@ -145,7 +145,7 @@ def test_command_line_precision_defaults_to_auto(monkeypatch):
     assert TrainConfig(**options).precision == "float32"
 
 
-def test_warning_when_a_run_continues_in_another_precision(tmp_path, caplog):
+def test_precision_change_warning(tmp_path, caplog):
     import logging
 
     from braintumor.training.trainer import _warn_if_precision_changes
