@@ -551,31 +551,34 @@ def format_table(results: dict) -> str:
             f"The bare path ran first and last: {rates[0]} and {rates[-1]} slices/s. \"of bare\" divides by their mean, {bare_rate:.2f}.",
             "",
         ]
-    lines += [
-        "| path | slices | wall s | slices/s | of bare | first part file, s | steady slices/s | steady, of bare "
-        "| peak RSS, process tree | peak RSS, largest process | peak PSS, process tree |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    # Memory columns appear only when some job sampled memory.
+    memory_keys = ("peak_rss_tree_mib", "peak_rss_process_mib", "peak_pss_tree_mib")
+    sampled = any("peak_rss_tree_mib" in run for run in results["runs"])
+    columns = ["path", "slices", "wall s", "slices/s", "of bare", "first part file, s", "steady slices/s", "steady, of bare"]
+    if sampled:
+        columns += ["peak RSS, process tree", "peak RSS, largest process", "peak PSS, process tree"]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for bare in bare_runs:
         label = f"bare model.predict (in memory{', ' + bare['when'] if 'when' in bare else ''})"
-        lines.append(
-            f"| {label} | {bare['slices']} | {bare['wall_s']} | {bare['slices_per_s']} | {bare['slices_per_s'] / bare_rate:.2f} | | | | | | |"
-        )
+        cells = [label, bare["slices"], bare["wall_s"], bare["slices_per_s"], f"{bare['slices_per_s'] / bare_rate:.2f}"]
+        lines.append("| " + " | ".join(map(str, cells + [""] * (len(columns) - len(cells)))) + " |")
     for run in results["runs"]:
         if run["path"] != "job":
             continue
         ratio = run["slices_per_s"] / bare_rate
-        memory = [f"{run[key]} MiB" if key in run else "" for key in ("peak_rss_tree_mib", "peak_rss_process_mib", "peak_pss_tree_mib")]
         notes = [run["format"]]
         if "peak_rss_tree_mib" not in run:
             notes.append("memory not sampled")
         if run.get("running_cluster"):
             notes.append("running cluster")
         steady = run["steady_slices_per_s"]
-        lines.append(
-            f"| jobs/score.py ({', '.join(notes)}) | {run['slices']} | {run['wall_s']} | {run['slices_per_s']} | {ratio:.2f} | "
-            f"{run.get('first_part_s', '')} | {steady} | {steady / bare_rate:.2f} | {' | '.join(memory)} |"
-        )
+        cells = [
+            f"jobs/score.py ({', '.join(notes)})", run["slices"], run["wall_s"], run["slices_per_s"], f"{ratio:.2f}",
+            run.get("first_part_s", ""), steady, f"{steady / bare_rate:.2f}",
+        ]
+        if sampled:
+            cells += [f"{run[key]} MiB" if key in run else "" for key in memory_keys]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     measured = [run for run in results["runs"] if run["path"] == "job" and run.get("peak_pss_largest_processes")]
     if measured:
         lines += ["", "Peak PSS of each job's largest processes (each process's own peak, in MiB):", "",
