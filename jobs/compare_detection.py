@@ -3,8 +3,10 @@
     python jobs/compare_detection.py --segmenter outputs/runs/segment-unet/model \
         --classifier outputs/runs/classify-smallcnn/model --data outputs
 
-The segmenter's minimum area and the AND/OR join are chosen on the validation patients; all three
-rules are then scored on the test patients. Writes detection.json to --output.
+"Both" is the two rules joined by AND or OR, and the mean of the classifier's probability and the
+segmenter's highest pixel probability. The segmenter's minimum area, the join and the mean's
+threshold are chosen on the validation patients; every rule is then scored on the test patients.
+Writes detection.json to --output.
 """
 
 import argparse

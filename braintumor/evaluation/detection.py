@@ -1,10 +1,13 @@
-"""Compare three ways to say "this slice has a tumour": the classifier, the segmenter's mask, and both.
+"""Compare ways to say "this slice has a tumour": the classifier, the segmenter's mask, and both.
 
 - classifier: its probability at the threshold stored with it;
 - segmenter: the predicted mask (with the segmenter's stored mask settings) has at least
   `min_area` pixels, where `min_area` is chosen on the validation patients by F1;
 - combined: the classifier and the segmenter rule joined by AND or by OR, whichever has the higher
-  validation F1.
+  validation F1;
+- averaged: the mean of the classifier's probability and the segmenter's highest pixel
+  probability, at the threshold with the best validation F1. Unlike the AND/OR join, it ranks
+  slices, so its ROC AUC is that of a score.
 
 Every choice is made on the validation split; the test split is only scored.
 """
@@ -21,6 +24,7 @@ from braintumor.postprocessing import mask_settings, masks_from_probabilities
 logger = logging.getLogger(__name__)
 
 MIN_AREAS = (1, 10, 25, 50, 100, 200, 400, 800)
+AVERAGE_THRESHOLDS = tuple(round(0.05 * step, 2) for step in range(1, 20))  # 0.05 to 0.95
 SLICE_PIXELS = 256 * 256
 DETECTION_FILE = "detection.json"
 
@@ -40,14 +44,26 @@ def choose_combination(classifier_positive: np.ndarray, segmenter_positive: np.n
     return "and" if round(scores["and"], 4) >= round(scores["or"], 4) else "or"
 
 
+def choose_average_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Return the threshold of AVERAGE_THRESHOLDS with the best F1 of "score >= threshold"; ties go to the one nearest 0.5."""
+    f1 = [round(metrics.classification_summary(labels, scores, threshold)["f1"], 4) for threshold in AVERAGE_THRESHOLDS]
+    best = [threshold for threshold, value in zip(AVERAGE_THRESHOLDS, f1) if value == max(f1)]
+    return min(best, key=lambda threshold: abs(threshold - 0.5))
+
+
+def average_score(classifier_probability: np.ndarray, segmenter_peak: np.ndarray) -> np.ndarray:
+    """Return the mean of the classifier's probability and the segmenter's highest pixel probability of each slice."""
+    return (np.asarray(classifier_probability, dtype=np.float64) + np.asarray(segmenter_peak, dtype=np.float64)) / 2.0
+
+
 def combine(classifier_positive: np.ndarray, segmenter_positive: np.ndarray, join: str) -> np.ndarray:
     if join == "and":
         return classifier_positive & segmenter_positive
     return classifier_positive | segmenter_positive
 
 
-def score_rules(labels, classifier_probability, classifier_threshold, areas, min_area, join) -> dict:
-    """Score the three rules on one split.
+def score_rules(labels, classifier_probability, classifier_threshold, areas, min_area, join, segmenter_peak, average_threshold) -> dict:
+    """Score the four rules on one split.
 
     The segmenter rule's ROC AUC and average precision rank slices by predicted area. The combined
     rule is a yes/no decision, so its curve metrics are those of that decision alone.
@@ -59,11 +75,12 @@ def score_rules(labels, classifier_probability, classifier_threshold, areas, min
         "classifier": metrics.classification_summary(labels, classifier_probability, classifier_threshold),
         "segmenter": metrics.classification_summary(labels, areas / SLICE_PIXELS, min_area / SLICE_PIXELS),
         "combined": metrics.classification_summary(labels, combined.astype(float), 0.5),
+        "averaged": metrics.classification_summary(labels, average_score(classifier_probability, segmenter_peak), average_threshold),
     }
 
 
 def compare_detection(segmenter_dir, classifier_dir, data, output) -> dict:
-    """Choose the segmenter's area and the join on validation, score all three rules on test, write detection.json."""
+    """Choose the segmenter's area, the join and the averaged threshold on validation, score every rule on test, write detection.json."""
     from braintumor.evaluation.report import predict_split, write_json
 
     segmenter, segmenter_info = load_model(segmenter_dir)
@@ -77,12 +94,15 @@ def compare_detection(segmenter_dir, classifier_dir, data, output) -> dict:
         # Both are sorted by patient and slice number; check that they list the same slices.
         if not rows[["patient_id", "slice_number"]].equals(classifier_rows[["patient_id", "slice_number"]]):
             raise RuntimeError(f"the {split} predictions of the two models list different slices")
-        splits[split] = (rows["label"].to_numpy(), classifier_probability, areas)
+        peaks = probability.max(axis=(1, 2))
+        splits[split] = (rows["label"].to_numpy(), classifier_probability, areas, peaks)
 
-    labels, classifier_probability, areas = splits["validation"]
+    labels, classifier_probability, areas, peaks = splits["validation"]
     min_area = choose_min_area(areas, labels)
     classifier_positive = classifier_probability >= classifier_info.threshold
     join = choose_combination(classifier_positive, areas >= min_area, labels)
+    average_threshold = choose_average_threshold(average_score(classifier_probability, peaks), labels)
+    chosen = (classifier_info.threshold, min_area, join, average_threshold)
 
     report = {
         "segmenter_version": segmenter_info.version,
@@ -90,9 +110,10 @@ def compare_detection(segmenter_dir, classifier_dir, data, output) -> dict:
         "classifier_threshold": classifier_info.threshold,
         "segmenter_min_area": min_area,
         "combination": join,
+        "average_threshold": average_threshold,
         "chosen_on": "validation",
-        "validation": score_rules(*_arguments(splits["validation"], classifier_info.threshold, min_area, join)),
-        "test": score_rules(*_arguments(splits["test"], classifier_info.threshold, min_area, join)),
+        "validation": score_rules(*_arguments(splits["validation"], *chosen)),
+        "test": score_rules(*_arguments(splits["test"], *chosen)),
     }
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -102,6 +123,6 @@ def compare_detection(segmenter_dir, classifier_dir, data, output) -> dict:
     return report
 
 
-def _arguments(split, classifier_threshold, min_area, join):
-    labels, classifier_probability, areas = split
-    return labels, classifier_probability, classifier_threshold, areas, min_area, join
+def _arguments(split, classifier_threshold, min_area, join, average_threshold):
+    labels, classifier_probability, areas, peaks = split
+    return labels, classifier_probability, classifier_threshold, areas, min_area, join, peaks, average_threshold

@@ -1,6 +1,13 @@
 import numpy as np
 
-from braintumor.evaluation.detection import choose_combination, choose_min_area, combine, score_rules
+from braintumor.evaluation.detection import (
+    average_score,
+    choose_average_threshold,
+    choose_combination,
+    choose_min_area,
+    combine,
+    score_rules,
+)
 
 
 def test_min_area_separates_specks_from_tumours():
@@ -34,8 +41,28 @@ def test_score_rules_counts():
     labels = np.array([0, 0, 1, 1])
     probability = np.array([0.1, 0.6, 0.7, 0.9])
     areas = np.array([0, 0, 50, 400])
-    scores = score_rules(labels, probability, 0.5, areas, 25, "and")
+    peaks = np.array([0.2, 0.1, 0.8, 0.99])
+    scores = score_rules(labels, probability, 0.5, areas, 25, "and", peaks, 0.5)
     assert scores["classifier"]["confusion_matrix"] == [[1, 1], [0, 2]]
     assert scores["segmenter"]["confusion_matrix"] == [[2, 0], [0, 2]]
     assert scores["combined"]["confusion_matrix"] == [[2, 0], [0, 2]]
     assert scores["segmenter"]["roc_auc"] == 1.0
+    # Averaged scores 0.15, 0.35, 0.75 and 0.945: the classifier's false positive drops out.
+    assert scores["averaged"]["confusion_matrix"] == [[2, 0], [0, 2]]
+    assert scores["averaged"]["roc_auc"] == 1.0
+
+
+def test_average_score_means_both():
+    np.testing.assert_allclose(average_score(np.array([0.2, 1.0]), np.array([0.6, 0.0])), [0.4, 0.5])
+
+
+def test_average_threshold_best_f1():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.array([0.05, 0.3, 0.62, 0.66, 0.8, 0.9])
+    assert choose_average_threshold(scores, labels) == 0.65
+
+
+def test_average_threshold_ties_nearest_half():
+    labels = np.array([0, 1])
+    scores = np.array([0.02, 0.98])
+    assert choose_average_threshold(scores, labels) == 0.5
