@@ -9,13 +9,15 @@
   probability, at the threshold with the best validation F1. Unlike the AND/OR join, it ranks
   slices, so its ROC AUC is that of a score.
 
-Every choice is made on the validation split; the test split is only scored.
+Every choice is made on the validation split; the test split is only scored. `pool_detection`
+pools the test slices of several comparisons, one per cross-validation fold.
 """
 
 import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from braintumor.evaluation import metrics
 from braintumor.models.io import load_model
@@ -27,6 +29,8 @@ MIN_AREAS = (1, 10, 25, 50, 100, 200, 400, 800)
 AVERAGE_THRESHOLDS = tuple(round(0.05 * step, 2) for step in range(1, 20))  # 0.05 to 0.95
 SLICE_PIXELS = 256 * 256
 DETECTION_FILE = "detection.json"
+SLICES_FILE = "detection_slices.csv"  # each slice's scores and decisions, for pooling folds
+RULES = ("classifier", "segmenter", "combined", "averaged")
 
 
 def choose_min_area(areas: np.ndarray, labels: np.ndarray) -> int:
@@ -86,7 +90,7 @@ def compare_detection(segmenter_dir, classifier_dir, data, output) -> dict:
     segmenter, segmenter_info = load_model(segmenter_dir)
     classifier, classifier_info = load_model(classifier_dir)
     settings = mask_settings(segmenter_info)
-    splits = {}
+    splits, keys = {}, {}
     for split in ("validation", "test"):
         rows, probability, _ = predict_split(segmenter, "segment", data, split, settings.flip_averaging)
         areas = masks_from_probabilities(probability, settings).sum(axis=(1, 2))
@@ -96,6 +100,7 @@ def compare_detection(segmenter_dir, classifier_dir, data, output) -> dict:
             raise RuntimeError(f"the {split} predictions of the two models list different slices")
         peaks = probability.max(axis=(1, 2))
         splits[split] = (rows["label"].to_numpy(), classifier_probability, areas, peaks)
+        keys[split] = rows[["patient_id", "slice_number"]]
 
     labels, classifier_probability, areas, peaks = splits["validation"]
     min_area = choose_min_area(areas, labels)
@@ -118,6 +123,8 @@ def compare_detection(segmenter_dir, classifier_dir, data, output) -> dict:
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     write_json(report, output / DETECTION_FILE)
+    slices = pd.concat([_slice_table(split, keys[split], splits[split], *chosen) for split in ("validation", "test")])
+    slices.to_csv(output / SLICES_FILE, index=False)
     for rule, summary in report["test"].items():
         logger.info("test detection by %s: F1 %.3f, precision %.3f, recall %.3f", rule, summary["f1"], summary["precision"], summary["recall"])
     return report
@@ -126,3 +133,74 @@ def compare_detection(segmenter_dir, classifier_dir, data, output) -> dict:
 def _arguments(split, classifier_threshold, min_area, join, average_threshold):
     labels, classifier_probability, areas, peaks = split
     return labels, classifier_probability, classifier_threshold, areas, min_area, join, peaks, average_threshold
+
+
+def _slice_table(split: str, keys: pd.DataFrame, arrays, classifier_threshold, min_area, join, average_threshold) -> pd.DataFrame:
+    """Return one row per slice of `split`: its scores and each rule's decision."""
+    labels, classifier_probability, areas, peaks = arrays
+    table = keys.reset_index(drop=True).assign(
+        split=split,
+        label=labels,
+        classifier_probability=classifier_probability,
+        segmenter_area=areas,
+        segmenter_peak=peaks,
+        averaged_score=average_score(classifier_probability, peaks),
+    )
+    classifier_positive = classifier_probability >= classifier_threshold
+    segmenter_positive = areas >= min_area
+    table["classifier"] = classifier_positive.astype(int)
+    table["segmenter"] = segmenter_positive.astype(int)
+    table["combined"] = combine(classifier_positive, segmenter_positive, join).astype(int)
+    table["averaged"] = (table["averaged_score"] >= average_threshold).astype(int)
+    return table
+
+
+def pool_detection(folders: list[str | Path]) -> dict:
+    """Score every rule on the test slices of several comparisons together, such as one per cross-validation fold.
+
+    Each slice keeps the decision of its own comparison's validation choices. The ROC AUC of a rule
+    ranks all slices by its score (none for the combined rule). Per-comparison F1 is listed too.
+
+    Raises:
+        FileNotFoundError: a folder has no detection_slices.csv.
+        ValueError: a patient is a test patient in two folders, so the folders are not disjoint folds.
+    """
+    tables = []
+    for index, folder in enumerate(folders, start=1):
+        path = Path(folder) / SLICES_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run jobs/compare_detection.py with --output {folder} first")
+        table = pd.read_csv(path)
+        tables.append(table[table["split"] == "test"].assign(comparison=index))
+    pooled = pd.concat(tables, ignore_index=True)
+
+    folders_per_patient = pooled.groupby("patient_id")["comparison"].nunique()
+    shared = sorted(folders_per_patient[folders_per_patient > 1].index)
+    if shared:
+        raise ValueError(f"patients {shared[:5]} are test patients in more than one folder; pool only disjoint folds")
+
+    summary = {
+        "comparisons": [str(folder) for folder in folders],
+        "slices": len(pooled),
+        "patients": int(pooled["patient_id"].nunique()),
+        "rules": {},
+    }
+    labels = pooled["label"].to_numpy()
+    # The score each rule ranks slices by, as score_rules has it. The combined rule has none.
+    scores = {
+        "classifier": pooled["classifier_probability"].to_numpy(dtype=float),
+        "segmenter": pooled["segmenter_area"].to_numpy(dtype=float) / SLICE_PIXELS,
+        "averaged": pooled["averaged_score"].to_numpy(dtype=float),
+    }
+    for rule in RULES:
+        figures = metrics.classification_summary(labels, pooled[rule].to_numpy(dtype=float), 0.5)
+        del figures["threshold"]
+        ranked = metrics.classification_summary(labels, scores[rule], 0.5) if rule in scores else {}
+        figures["roc_auc"] = ranked.get("roc_auc")
+        figures["average_precision"] = ranked.get("average_precision")
+        figures["f1_per_comparison"] = [
+            metrics.classification_summary(group["label"], group[rule].astype(float), 0.5)["f1"]
+            for _, group in pooled.groupby("comparison")
+        ]
+        summary["rules"][rule] = figures
+    return summary

@@ -1,4 +1,6 @@
 import numpy as np
+import pandas as pd
+import pytest
 
 from braintumor.evaluation.detection import (
     average_score,
@@ -6,6 +8,7 @@ from braintumor.evaluation.detection import (
     choose_combination,
     choose_min_area,
     combine,
+    pool_detection,
     score_rules,
 )
 
@@ -66,3 +69,51 @@ def test_average_threshold_ties_nearest_half():
     labels = np.array([0, 1])
     scores = np.array([0.02, 0.98])
     assert choose_average_threshold(scores, labels) == 0.5
+
+
+def _write_slices(folder, patients, labels, classifier_probability, areas, peaks, averaged, split="test"):
+    folder.mkdir(parents=True)
+    count = len(labels)
+    averaged_score = (np.asarray(classifier_probability) + np.asarray(peaks)) / 2
+    pd.DataFrame({
+        "patient_id": patients, "slice_number": range(count), "split": split, "label": labels,
+        "classifier_probability": classifier_probability, "segmenter_area": areas, "segmenter_peak": peaks,
+        "averaged_score": averaged_score,
+        "classifier": (np.asarray(classifier_probability) >= 0.5).astype(int),
+        "segmenter": (np.asarray(areas) >= 25).astype(int),
+        "combined": ((np.asarray(classifier_probability) >= 0.5) | (np.asarray(areas) >= 25)).astype(int),
+        "averaged": averaged,
+    }).to_csv(folder / "detection_slices.csv", index=False)
+    return folder
+
+
+def test_pool_detection_counts_all_folds(tmp_path):
+    first = _write_slices(tmp_path / "fold-1", ["a", "a", "b"], [0, 1, 1], [0.2, 0.9, 0.4], [0, 300, 40], [0.1, 0.9, 0.8], [0, 1, 1])
+    second = _write_slices(tmp_path / "fold-2", ["c", "c"], [0, 1], [0.6, 0.7], [0, 10], [0.2, 0.6], [0, 1])
+    # Validation rows of a fold are not pooled.
+    with (second / "detection_slices.csv").open("a") as file:
+        file.write("z,9,validation,1,0.0,0,0.0,0.0,0,0,0,0\n")
+
+    summary = pool_detection([first, second])
+
+    assert summary["slices"] == 5
+    assert summary["patients"] == 3
+    assert summary["rules"]["classifier"]["confusion_matrix"] == [[1, 1], [1, 2]]
+    assert summary["rules"]["segmenter"]["confusion_matrix"] == [[2, 0], [1, 2]]
+    assert summary["rules"]["averaged"]["confusion_matrix"] == [[2, 0], [0, 3]]
+    assert summary["rules"]["averaged"]["f1_per_comparison"] == [1.0, 1.0]
+    assert summary["rules"]["combined"]["roc_auc"] is None
+    assert summary["rules"]["averaged"]["roc_auc"] == 1.0
+
+
+def test_pool_detection_rejects_shared_patient(tmp_path):
+    first = _write_slices(tmp_path / "fold-1", ["a", "b"], [0, 1], [0.2, 0.9], [0, 300], [0.1, 0.9], [0, 1])
+    second = _write_slices(tmp_path / "fold-2", ["b"], [1], [0.7], [40], [0.6], [1])
+
+    with pytest.raises(ValueError, match="'b'"):
+        pool_detection([first, second])
+
+
+def test_pool_detection_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="detection_slices.csv not found"):
+        pool_detection([tmp_path / "nowhere"])
