@@ -20,7 +20,7 @@ import pandas as pd
 from braintumor import locations, s3
 from braintumor.data.io import SliceReadError, read_slice
 from braintumor.evaluation import metrics, plots
-from braintumor.models.io import load_model
+from braintumor.models.io import ARCHITECTURE_FILE, architecture_summary, load_model
 from braintumor.postprocessing import MaskSettings, mask_settings, masks_from_probabilities, pixel_probabilities
 from braintumor.preprocessing.pipeline import MANIFEST, parquet_dir
 
@@ -93,6 +93,7 @@ def _write_report(model_dir, data, output: Path, split: str, history, settings: 
         plots.plot_training_curves(history, output / "training_curves.png", title=f"{info.architecture} training")
 
     rows.drop(columns=["image_path"]).to_csv(output / "predictions.csv", index=False)
+    (output / ARCHITECTURE_FILE).write_text(architecture_summary(model, info))
     report["seconds"] = round(time.perf_counter() - started, 1)
     write_json(report, output / "metrics.json")
     logger.info("evaluation on %d %s slices of %d patients: %s", len(rows), split, report["n_patients"], _headline(report))

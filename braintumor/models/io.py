@@ -124,6 +124,18 @@ def _load_local(folder: Path, location: str | Path):
     return model, info
 
 
+ARCHITECTURE_FILE = "architecture.txt"
+
+
+def architecture_summary(model, info: ModelInfo) -> str:
+    """Return a text summary of `model`: its version and task, then Keras's table of layers, output shapes and parameters."""
+    table = []
+    model.summary(line_length=120, print_fn=lambda text, *args, **kwargs: table.extend(text.splitlines()))
+    # Keras pads every line to the full width and separates the layers with blank lines.
+    rows = [row.rstrip() for row in table if row.strip()]
+    return "\n".join([f"{info.version}: {info.architecture} {info.task} model", "", *rows]) + "\n"
+
+
 def parse_model_info(text: str, info_location: str | Path) -> ModelInfo:
     """Parse the contents of a model_info.json. Errors name `info_location`, the file it came from.
 

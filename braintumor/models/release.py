@@ -6,11 +6,13 @@ import shutil
 from pathlib import Path
 
 from braintumor.models.io import (
+    ARCHITECTURE_FILE,
     INFO_FILE,
     MODEL_FILE,
     ModelLoadError,
     load_model,
     parse_model_info,
+    architecture_summary,
     store_weights_as_float16,
 )
 
@@ -128,17 +130,17 @@ def _stage_copies(sources: dict[str, Path], root: Path, float16_roles: tuple[str
 
 
 def _check_copy(source: Path, staging: Path, float16: bool) -> None:
-    """Store the staged copy's weights as float16 if requested, then load it.
+    """Store the staged copy's weights as float16 if requested, then load it and write its architecture summary.
 
     Errors name `source`, because the staging folder is deleted before the user reads them.
     """
     try:
         if float16:
             store_weights_as_float16(staging / MODEL_FILE)
-            info = json.loads((staging / INFO_FILE).read_text())
-            info.setdefault("extra", {})["stored_weights"] = "float16"
-            (staging / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        load_model(staging)
+            stored_info = json.loads((staging / INFO_FILE).read_text())
+            stored_info.setdefault("extra", {})["stored_weights"] = "float16"
+            (staging / INFO_FILE).write_text(json.dumps(stored_info, indent=2) + "\n")
+        model, info = load_model(staging)
     except ModelLoadError as error:
         reason = str(error).replace(str(staging), str(source))
         if float16:
@@ -146,6 +148,7 @@ def _check_copy(source: Path, staging: Path, float16: bool) -> None:
         else:
             message = f"{source}: the copied model failed to load ({reason})"
         raise ModelLoadError(message) from error
+    (staging / ARCHITECTURE_FILE).write_text(architecture_summary(model, info))
 
 
 def _replace_release_folders(staged: dict[str, Path], root: Path) -> dict[str, Path]:

@@ -53,6 +53,9 @@ def test_segmenter_report_files(preprocessed, tiny_segmenter, tmp_path):
     assert len(predictions) == written["n_slices"]
     for name in ("overlays.png", "per_patient_dice.png", "training_curves.png"):
         assert (tmp_path / name).stat().st_size > 0
+    architecture = (tmp_path / "architecture.txt").read_text()
+    assert architecture.startswith("tiny-seg: unet segment model")
+    assert "Total params" in architecture
 
 
 def test_settings_change_the_masks(preprocessed, tiny_segmenter, tmp_path):
@@ -73,6 +76,7 @@ def test_classifier_report_files(preprocessed, tiny_classifier, tmp_path):
     classification = written["classification"]
     assert sum(map(sum, classification["confusion_matrix"])) == written["n_slices"]
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
+    assert "Total params" in (tmp_path / "architecture.txt").read_text()
 
 
 def test_tuning_reads_validation_and_stores_choice(preprocessed, tiny_segmenter, tmp_path):

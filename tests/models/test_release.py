@@ -43,7 +43,10 @@ def test_release_copies_both_models(sources, tmp_path):
     released = release_models(sources, tmp_path)
 
     assert released == {"segmenter": tmp_path / "segmenter", "classifier": tmp_path / "classifier"}
-    assert sorted(path.name for path in (tmp_path / "segmenter").iterdir()) == [MODEL_FILE, INFO_FILE, "tuning.json"]
+    assert sorted(path.name for path in (tmp_path / "segmenter").iterdir()) == ["architecture.txt", MODEL_FILE, INFO_FILE, "tuning.json"]
+    architecture = (tmp_path / "classifier" / "architecture.txt").read_text()
+    assert architecture.startswith("cls: smallcnn classify model")
+    assert "Total params" in architecture
     assert (tmp_path / "classifier" / MODEL_FILE).read_bytes() == (sources["classifier"] / MODEL_FILE).read_bytes()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["classifier", "segmenter"]
 
