@@ -5,7 +5,7 @@
 
 Batch scoring and serving load the release models when no model folder is given. Each model folder
 is checked (task, normalisation, loadable in Keras safe mode) and copied with its model_info.json
-and tuning.json. The two models together must stay under 30 MiB, so the package stays small.
+and tuning.json, and an architecture.txt with its layers is written beside them. The two models together must stay under 30 MiB, so the package stays small.
 `--float16-weights` stores a model's weights as float16, about half the size; Keras turns them back
 into float32 when it loads the model, so evaluate the release copy again (jobs/evaluate.py --model
 braintumor/release/classifier). Write braintumor/release/MODEL_CARD.md by hand from the evaluation
