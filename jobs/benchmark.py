@@ -2,6 +2,7 @@
 
     python jobs/benchmark.py --data outputs --slices 512 --epochs 3
     python jobs/benchmark.py --data outputs --threads-per-worker 1 2    # two Ray Train runs
+    python jobs/benchmark.py --data outputs --slices 2048 --ray-precision float32 mixed_bfloat16
 
 Three paths train the same segmenter (U-Net, the training defaults) on the same first `--slices`
 training slices with the same global batch, one after the other on this machine:
@@ -9,12 +10,14 @@ training slices with the same global batch, one after the other on this machine:
 - plain: one process, `model.fit` on the slices held in memory as a tf.data pipeline, float32;
 - plain bf16: the same under the `mixed_bfloat16` Keras policy;
 - Ray Train: `jobs/train.py`'s path, `TensorflowTrainer` with `--workers` workers fed by Ray Data
-  from the Parquet shards, float32, with augmentation, tumour repeats and sequence dropping off;
-  one run per `--threads-per-worker` value.
+  from the Parquet shards, with augmentation, tumour repeats and sequence dropping off; one run
+  per `--threads-per-worker` value and `--ray-precision` policy (float32 by default).
 
 Each path runs `--epochs` epochs with `--validation-slices` validation slices. The first epoch
 (graph tracing, Ray start-up) is left out, and the median of the others is reported as training
-images per second. Prints a Markdown table and writes it with the raw figures to `--work`.
+images per second. Each epoch of the Ray path also starts its Ray Data iterators, so small
+`--slices` values weigh that fixed cost more than a real epoch does (2,206 training slices in the
+default split). Prints a Markdown table and writes it with the raw figures to `--work`.
 """
 
 import argparse
@@ -40,6 +43,8 @@ def main() -> int:
         help="TensorFlow intra-op threads of each Ray Train worker; one Ray Train run per value "
         "(0: jobs/train.py's default, one per CPU the worker reserves)",
     )
+    parser.add_argument("--ray-precision", nargs="+", default=["float32"], choices=("float32", "mixed_bfloat16"),
+                        help="Keras precision policies of the Ray Train runs; one run per value and thread count")
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error("--epochs must be at least 2, because the first epoch is not counted")
@@ -60,13 +65,14 @@ def main() -> int:
     train, validation = load_slices(data, args.slices, args.validation_slices)
     for precision in ("float32", "mixed_bfloat16"):
         seconds = time_plain_fit(train, validation, global_batch, args.epochs, precision)
-        results["runs"].append(summarise(f"plain model.fit, {precision}", seconds, args.slices, global_batch))
-    for threads in args.threads_per_worker:
-        seconds = time_ray_train(data, work, args, threads)
-        label = f"Ray Train, {args.workers} workers, Ray Data, float32"
-        if threads:
-            label += f", {threads} TensorFlow thread{'s' if threads > 1 else ''} per worker"
-        results["runs"].append(summarise(label, seconds, args.slices, global_batch))
+        results["runs"].append(summarise(f"plain model.fit, {precision}", precision, seconds, args.slices, global_batch))
+    for precision in args.ray_precision:
+        for threads in args.threads_per_worker:
+            seconds = time_ray_train(data, work, args, threads, precision)
+            label = f"Ray Train, {args.workers} workers, Ray Data, {precision}"
+            if threads:
+                label += f", {threads} TensorFlow thread{'s' if threads > 1 else ''} per worker"
+            results["runs"].append(summarise(label, precision, seconds, args.slices, global_batch))
 
     table = format_table(results)
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -114,10 +120,11 @@ def time_plain_fit(train, validation, global_batch: int, epochs: int, precision:
     return timer.seconds
 
 
-def time_ray_train(data: Path, work: Path, args, threads: int) -> list[float]:
+def time_ray_train(data: Path, work: Path, args, threads: int, precision: str) -> list[float]:
     """Return the seconds of each epoch of a Ray Train run, as its workers measured them.
 
     `threads` sets each worker's TensorFlow intra-op threads; 0 keeps the trainer's default.
+    `precision` is the Keras precision policy of the workers.
     """
     import shutil
 
@@ -138,6 +145,7 @@ def time_ray_train(data: Path, work: Path, args, threads: int) -> list[float]:
         limit_train=args.slices,
         limit_validation=args.validation_slices,
         intra_op_threads=threads or None,
+        precision=precision,
     )
     shutil.rmtree(config.run_dir, ignore_errors=True)
     started = time.perf_counter()
@@ -165,11 +173,11 @@ def make_epoch_timer():
     return EpochTimer()
 
 
-def summarise(path: str, seconds: list[float], slices: int, global_batch: int) -> dict:
+def summarise(path: str, precision: str, seconds: list[float], slices: int, global_batch: int) -> dict:
     images = (slices // global_batch) * global_batch
     counted = seconds[1:]
     median = statistics.median(counted)
-    return {"path": path, "epoch_seconds": [round(value, 2) for value in seconds], "median_epoch_s": round(median, 2),
+    return {"path": path, "precision": precision, "epoch_seconds": [round(value, 2) for value in seconds], "median_epoch_s": round(median, 2),
             "images_per_s": round(images / median, 2)}
 
 
@@ -179,13 +187,15 @@ def format_table(results: dict) -> str:
         f"{results['slices']} training and {results['validation_slices']} validation slices per epoch, global batch "
         f"{results['global_batch']}; medians over epochs 2 and later (epoch times include validation).",
         "",
-        "| path | epoch seconds | training images/s | ratio to plain float32 |",
-        "|---|---|---|---|",
+        "| path | epoch seconds | training images/s | ratio to plain float32 | ratio to plain, same precision |",
+        "|---|---|---|---|---|",
     ]
+    plain = {run["precision"]: run["images_per_s"] for run in results["runs"] if run["path"].startswith("plain")}
     for run in results["runs"]:
+        same = f"{run['images_per_s'] / plain[run['precision']]:.2f}" if run["precision"] in plain else ""
         lines.append(
             f"| {run['path']} | {', '.join(str(value) for value in run['epoch_seconds'])} | {run['images_per_s']} | "
-            f"{run['images_per_s'] / baseline:.2f} |"
+            f"{run['images_per_s'] / baseline:.2f} | {same} |"
         )
     return "\n".join(lines) + "\n"
 
