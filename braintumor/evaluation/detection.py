@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from braintumor import locations
 from braintumor.evaluation import metrics
 from braintumor.models.io import load_model
 from braintumor.postprocessing import mask_settings, masks_from_probabilities
@@ -124,7 +125,7 @@ def compare_detection(segmenter_dir, classifier_dir, data, output) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     write_json(report, output / DETECTION_FILE)
     slices = pd.concat([_slice_table(split, keys[split], splits[split], *chosen) for split in ("validation", "test")])
-    slices.to_csv(output / SLICES_FILE, index=False)
+    locations.write_text(output / SLICES_FILE, slices.to_csv(index=False))
     for rule, summary in report["test"].items():
         logger.info("test detection by %s: F1 %.3f, precision %.3f, recall %.3f", rule, summary["f1"], summary["precision"], summary["recall"])
     return report
