@@ -1,4 +1,4 @@
-"""The evaluation report on five real patients, with tiny untrained models saved as training saves them."""
+"""The evaluation report and the detection comparison on five real patients, with tiny untrained models saved as training saves them."""
 
 import json
 
@@ -93,3 +93,18 @@ def test_tuning_reads_validation_and_stores_choice(preprocessed, tiny_segmenter,
     _, info = load_model(model_dir)
     assert info.threshold == summary["chosen"]["threshold"]
     assert info.postprocessing["min_component_pixels"] == summary["chosen"]["min_component_pixels"]
+
+
+def test_detection_comparison_files(preprocessed, tiny_segmenter, tiny_classifier, tmp_path):
+    from braintumor.evaluation.detection import compare_detection, pool_detection
+
+    result, _ = preprocessed
+    report = compare_detection(tiny_segmenter, tiny_classifier, result.output, tmp_path)
+
+    assert json.loads((tmp_path / "detection.json").read_text())["average_threshold"] == report["average_threshold"]
+    slices = pd.read_csv(tmp_path / "detection_slices.csv")
+    assert sorted(slices["split"].unique()) == ["test", "validation"]
+    test_slices = slices[slices["split"] == "test"]
+    assert len(test_slices) == sum(map(sum, report["test"]["averaged"]["confusion_matrix"]))
+    assert (test_slices["averaged"] == (test_slices["averaged_score"] >= report["average_threshold"])).all()
+    assert pool_detection([tmp_path])["slices"] == len(test_slices)
