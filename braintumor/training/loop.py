@@ -289,10 +289,21 @@ class _ReportEpoch(tf.keras.callbacks.Callback):
         self.early_stopping, self.reduce_lr = early_stopping, reduce_lr
         self.epoch_started = self.last_progress = time.perf_counter()
         self.steps = 0
+        self.epoch_ended = None  # when the previous epoch of this process ended, before its checkpoint
+        self.checkpoint_seconds = 0.0
+        self.between_epochs = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_started = self.last_progress = time.perf_counter()
         self.steps = 0
+        # This covers the previous epoch's checkpoint and the start of this epoch's data. It is zero
+        # for the first epoch of a process, whose start-up is not comparable.
+        self.between_epochs = 0.0 if self.epoch_ended is None else self.epoch_started - self.epoch_ended
+        if self.rank == 0 and self.epoch_ended is not None:
+            logger.info(
+                "epoch %d starts %.1f s after the previous one ended, %.1f s of it for the checkpoint",
+                self.state.epochs_done + 1, self.between_epochs, self.checkpoint_seconds,
+            )
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
@@ -307,15 +318,19 @@ class _ReportEpoch(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import ray.train
 
-        seconds = time.perf_counter() - self.epoch_started
+        self.epoch_ended = time.perf_counter()
+        seconds = self.epoch_ended - self.epoch_started
         metrics = {key: float(value) for key, value in (logs or {}).items() if key != "lr"}
         metrics["learning_rate"] = _learning_rate(self.model)
         metrics["seconds"] = seconds
+        metrics["seconds_between_epochs"] = self.between_epochs
         metrics["epoch"] = epoch + 1
 
         state = self.state
         state.epochs_done = epoch + 1
         state.learning_rate = metrics["learning_rate"]
+        # A run checkpointed before this entry existed gets zeros for its earlier epochs.
+        state.history.setdefault("seconds_between_epochs", [0.0] * len(state.history.get("seconds", [])))
         for key, value in metrics.items():
             if key != "epoch":
                 state.history.setdefault(key, []).append(value)
@@ -328,7 +343,7 @@ class _ReportEpoch(tf.keras.callbacks.Callback):
         state.stopped_early = bool(self.model.stop_training)
 
         if self.rank == 0:
-            shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items() if key not in ("epoch", "seconds", "learning_rate"))
+            shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items() if key not in ("epoch", "seconds", "seconds_between_epochs", "learning_rate"))
             logger.info(
                 "epoch %d/%d: %s, lr %.2g, %d steps, %.0f s%s",
                 epoch + 1, self.config.epochs, shown, metrics["learning_rate"], self.steps, seconds,
@@ -343,3 +358,4 @@ class _ReportEpoch(tf.keras.callbacks.Callback):
             (Path(folder) / CHECKPOINT_CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2))
             checkpoint = ray.train.Checkpoint.from_directory(folder) if self.rank == 0 else None
             ray.train.report(metrics, checkpoint=checkpoint)
+        self.checkpoint_seconds = time.perf_counter() - self.epoch_ended

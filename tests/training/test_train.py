@@ -295,9 +295,12 @@ def test_segment_run_outputs(segment_run):
 def test_segment_run_history(segment_run):
     _, _, history = segment_run
 
-    for key in ("loss", "dice", "val_loss", "val_dice", "learning_rate", "seconds"):
+    for key in ("loss", "dice", "val_loss", "val_dice", "learning_rate", "seconds", "seconds_between_epochs"):
         assert len(history[key]) == 2, key
     assert all(np.isfinite(history["loss"]))
+    # The checkpoint between the two epochs takes time; the first epoch of a process has no gap.
+    assert history["seconds_between_epochs"][0] == 0.0
+    assert history["seconds_between_epochs"][1] > 0.0
 
 
 @pytest.mark.slow
@@ -341,6 +344,7 @@ def test_segment_run_resumes(segment_run):
     assert result.epochs_done == 3
     assert len(history["loss"]) == 3
     assert history["loss"][:2] == first_history["loss"]
+    assert history["seconds_between_epochs"][2] == 0.0
     assert json.loads((result.run_dir / "config.json").read_text())["epochs"] == 3
 
 
