@@ -50,6 +50,22 @@ PREPROCESSED_PATIENTS = (
 
 
 @pytest.fixture(scope="session")
+def load_job():
+    """Return a function that imports jobs/<name>.py as a module, for tests of its helpers."""
+    import importlib.util
+
+    jobs = Path(__file__).resolve().parent.parent / "jobs"
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"job_{name}", jobs / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def lgg_root() -> Path:
     """The shared kaggle_3m folder: $BRAINTUMOR_DATA, else ../shared/data/lgg/kaggle_3m beside the repository."""
     root = Path(os.environ.get("BRAINTUMOR_DATA") or DEFAULT_LGG_ROOT).resolve()

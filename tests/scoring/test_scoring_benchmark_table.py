@@ -1,17 +1,5 @@
 """Tests of the results table that jobs/benchmark_scoring.py prints for docs/BENCHMARKS.md."""
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "jobs" / "benchmark_scoring.py"
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark_scoring", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def _results(**job_extra) -> dict:
     bare = {"path": "bare model.predict", "slices": 2000, "wall_s": 60.0}
@@ -28,8 +16,8 @@ def _rows(table: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("| ")]
 
 
-def test_table_without_memory_columns():
-    header, *rows = _rows(_load_benchmark().format_table(_results()))
+def test_table_without_memory_columns(load_job):
+    header, *rows = _rows(load_job("benchmark_scoring").format_table(_results()))
 
     assert header[-1] == "steady, of bare"
     assert all(len(row) == len(header) for row in rows)
@@ -38,9 +26,9 @@ def test_table_without_memory_columns():
     assert rows[-1][7] == "0.75"
 
 
-def test_table_with_memory_columns():
+def test_table_with_memory_columns(load_job):
     sampled = {"peak_rss_tree_mib": 2800, "peak_rss_process_mib": 1170, "peak_pss_tree_mib": 1900}
-    header, *rows = _rows(_load_benchmark().format_table(_results(**sampled)))
+    header, *rows = _rows(load_job("benchmark_scoring").format_table(_results(**sampled)))
 
     assert header[-3:] == ["peak RSS, process tree", "peak RSS, largest process", "peak PSS, process tree"]
     assert all(len(row) == len(header) for row in rows)

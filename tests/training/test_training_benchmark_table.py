@@ -1,20 +1,8 @@
 """Tests of the results table that jobs/benchmark.py prints for docs/BENCHMARKS.md."""
 
-import importlib.util
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "jobs" / "benchmark.py"
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("training_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_table_ratios_per_precision():
-    benchmark = _load_benchmark()
+def test_table_ratios_per_precision(load_job):
+    benchmark = load_job("benchmark")
     # 512 slices in global batches of 32; the first epoch is not counted.
     runs = [
         benchmark.summarise("plain model.fit, float32", "float32", [9.0, 25.6, 25.6], 512, 32),
