@@ -74,6 +74,49 @@ def _warn_if_precision_changes(run_dir, config: TrainConfig) -> None:
         )
 
 
+def training_datasets(config: TrainConfig, folders: dict[str, str | Path]) -> dict:
+    """Return the Ray datasets of the "train" and "validation" Parquet folders in `folders`.
+
+    Each epoch reads the training slices in a new random order of blocks, and with
+    `config.tumour_copies` also that many extra copies of each tumour slice. Without copies or
+    `config.limit_train`, that order comes from shuffling the files as they are read. Otherwise
+    it comes from randomize_block_order, which reads the whole split before each epoch's first batch.
+    """
+    import ray.data
+    from ray.data import FileShuffleConfig
+    from ray.data.expressions import col
+
+    shuffle_files = not config.tumour_copies and not config.limit_train
+    datasets = {}
+    for split, folder in folders.items():
+        filesystem, path = locations.arrow_filesystem(folder)
+        # Without repeats, the files (a block or a few each) are read in a new random order every
+        # epoch. randomize_block_order does about the same, but it holds back the first batch until
+        # the whole split is read, each epoch.
+        shuffle = FileShuffleConfig(seed=None) if split == "train" and shuffle_files else None
+        datasets[split] = ray.data.read_parquet(path, filesystem=filesystem, shuffle=shuffle)
+    if shuffle_files:
+        return _limit_validation(datasets, config)
+
+    if config.limit_train:
+        datasets["train"] = datasets["train"].limit(config.limit_train)
+    if config.tumour_copies:
+        # Tumour slices are about a third of the training slices; repeating them gives the
+        # segmenter more tumour pixels per epoch without changing the validation data.
+        # NOTE: a union delivered its inputs one after the other in a test with Ray 2.60, so the
+        # repeats would all come last without the block shuffle below.
+        tumour = datasets["train"].filter(expr=col("label") == 1)
+        datasets["train"] = datasets["train"].union(*[tumour] * config.tumour_copies)
+    datasets["train"] = datasets["train"].randomize_block_order(seed=None)
+    return _limit_validation(datasets, config)
+
+
+def _limit_validation(datasets: dict, config: TrainConfig) -> dict:
+    if config.limit_validation:
+        datasets["validation"] = datasets["validation"].limit(config.limit_validation)
+    return datasets
+
+
 def train(config: TrainConfig) -> TrainingResult:
     """Train the model `config` describes with Ray Train's TensorflowTrainer and save its best epoch.
 
@@ -86,9 +129,7 @@ def train(config: TrainConfig) -> TrainingResult:
         RuntimeError: training failed on the workers (the message carries their error).
     """
     import ray
-    import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.data.expressions import col
     from ray.train.tensorflow import TensorflowTrainer
 
     from braintumor.evaluation.report import preprocessed_split
@@ -111,20 +152,7 @@ def train(config: TrainConfig) -> TrainingResult:
         locations.write_bytes(locations.join(run_dir, "split.json"), locations.read_bytes(split_file))
 
     init_ray()
-    datasets = {}
-    for split, folder in folders.items():
-        filesystem, path = locations.arrow_filesystem(folder)
-        datasets[split] = ray.data.read_parquet(path, filesystem=filesystem)
-    if config.limit_train:
-        datasets["train"] = datasets["train"].limit(config.limit_train)
-    if config.tumour_copies:
-        # Tumour slices are about a third of the training slices; repeating them gives the
-        # segmenter more tumour pixels per epoch without changing the validation data.
-        tumour = datasets["train"].filter(expr=col("label") == 1)
-        datasets["train"] = datasets["train"].union(*[tumour] * config.tumour_copies)
-    datasets["train"] = datasets["train"].randomize_block_order(seed=None)
-    if config.limit_validation:
-        datasets["validation"] = datasets["validation"].limit(config.limit_validation)
+    datasets = training_datasets(config, folders)
 
     cpus_per_worker = config.cpus_per_worker or _default_cpus_per_worker(config)
     if not config.intra_op_threads:

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 import braintumor  # noqa: F401  (selects tf-keras before TensorFlow is imported)
@@ -374,3 +375,58 @@ def test_classify_run(preprocessed, tmp_path):
     assert info.architecture == "smallcnn"
     assert info.extra["training_precision"] == "mixed_bfloat16"
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+
+
+# The training datasets
+
+
+def _epoch_rows(dataset) -> list[tuple[str, int]]:
+    rows = dataset.select_columns(["patient_id", "slice_number"]).take_all()
+    return sorted((row["patient_id"], row["slice_number"]) for row in rows)
+
+
+def _split_folders(preprocessed) -> dict:
+    from braintumor.evaluation.report import preprocessed_split
+
+    result, _ = preprocessed
+    return {split: preprocessed_split(result.output, split) for split in ("train", "validation")}
+
+
+def test_training_datasets_without_repeats(preprocessed, tmp_path):
+    from braintumor.training.trainer import training_datasets
+
+    folders = _split_folders(preprocessed)
+    config = _config(preprocessed, tmp_path, task="classify", tumour_copies=0, limit_train=None, limit_validation=None)
+
+    datasets = training_datasets(config, folders)
+
+    stored = pq.read_table(folders["train"], columns=["patient_id", "slice_number"]).to_pylist()
+    expected = sorted((row["patient_id"], row["slice_number"]) for row in stored)
+    assert _epoch_rows(datasets["train"]) == expected
+    # Every epoch reads the whole split again.
+    assert _epoch_rows(datasets["train"]) == expected
+
+
+def test_training_datasets_repeat_tumours(preprocessed, tmp_path):
+    from braintumor.training.trainer import training_datasets
+
+    folders = _split_folders(preprocessed)
+    config = _config(preprocessed, tmp_path, task="segment", tumour_copies=2, limit_train=None, limit_validation=None)
+
+    rows = _epoch_rows(training_datasets(config, folders)["train"])
+
+    stored = pq.read_table(folders["train"], columns=["patient_id", "slice_number", "label"]).to_pylist()
+    counts = {(row["patient_id"], row["slice_number"]): rows.count((row["patient_id"], row["slice_number"])) for row in stored}
+    assert all(counts[(row["patient_id"], row["slice_number"])] == (3 if row["label"] else 1) for row in stored)
+    assert len(rows) == len(stored) + 2 * sum(row["label"] for row in stored)
+
+
+def test_training_datasets_limits(preprocessed, tmp_path):
+    from braintumor.training.trainer import training_datasets
+
+    config = _config(preprocessed, tmp_path, task="classify", tumour_copies=0, limit_train=10, limit_validation=4)
+
+    datasets = training_datasets(config, _split_folders(preprocessed))
+
+    assert datasets["train"].count() == 10
+    assert datasets["validation"].count() == 4
