@@ -2,7 +2,7 @@
 
     python jobs/benchmark.py --data outputs --slices 512 --epochs 3
     python jobs/benchmark.py --data outputs --threads-per-worker 1 2    # two Ray Train runs
-    python jobs/benchmark.py --data outputs --slices 2048 --ray-precision float32 mixed_bfloat16
+    python jobs/benchmark.py --data outputs --slices 2206 --ray-precision float32 mixed_bfloat16   # the whole split
 
 Three paths train the same segmenter (U-Net, the training defaults) on the same first `--slices`
 training slices with the same global batch, one after the other on this machine:
@@ -11,7 +11,9 @@ training slices with the same global batch, one after the other on this machine:
 - plain bf16: the same under the `mixed_bfloat16` Keras policy;
 - Ray Train: `jobs/train.py`'s path, `TensorflowTrainer` with `--workers` workers fed by Ray Data
   from the Parquet shards, with augmentation, tumour repeats and sequence dropping off; one run
-  per `--threads-per-worker` value and `--ray-precision` policy (float32 by default).
+  per `--threads-per-worker` value and `--ray-precision` policy (float32 by default). With
+  `--slices` at least the training split's size, it reads the whole split, as `jobs/train.py`
+  does; fewer slices go through `--limit-train`, which keeps the slower block shuffle.
 
 Each path runs `--epochs` epochs with `--validation-slices` validation slices. The first epoch
 (graph tracing, Ray start-up) is left out, and the median of the others is reported as training
@@ -99,6 +101,15 @@ def load_slices(data: Path, count: int, validation_count: int):
     return arrays[0], arrays[1]
 
 
+def split_rows(data: Path, split: str) -> int:
+    """Return the number of slices in a preprocessed split, from its Parquet footers."""
+    import pyarrow.parquet as pq
+
+    from braintumor.preprocessing.pipeline import parquet_dir
+
+    return sum(pq.read_metadata(path).num_rows for path in Path(parquet_dir(data, split)).glob("*.parquet"))
+
+
 def time_plain_fit(train, validation, global_batch: int, epochs: int, precision: str) -> list[float]:
     """Return the seconds of each epoch of `model.fit` on in-memory slices under a Keras precision policy."""
     import tensorflow as tf
@@ -142,7 +153,9 @@ def time_ray_train(data: Path, work: Path, args, threads: int, precision: str) -
         augment=False,
         tumour_copies=0,
         missing_sequence_rate=0.0,
-        limit_train=args.slices,
+        # The whole split when --slices covers it: a limited split keeps the block shuffle that
+        # reads the whole split before each epoch's first batch (see training_datasets).
+        limit_train=args.slices if args.slices < split_rows(data, "train") else None,
         limit_validation=args.validation_slices,
         intra_op_threads=threads or None,
         precision=precision,
