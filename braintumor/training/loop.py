@@ -343,10 +343,10 @@ class _ReportEpoch(tf.keras.callbacks.Callback):
         state.stopped_early = bool(self.model.stop_training)
 
         if self.rank == 0:
-            shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items() if key not in ("epoch", "seconds", "seconds_between_epochs", "learning_rate"))
+            metric_text = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items() if key not in ("epoch", "seconds", "seconds_between_epochs", "learning_rate"))
             logger.info(
                 "epoch %d/%d: %s, lr %.2g, %d steps, %.0f s%s",
-                epoch + 1, self.config.epochs, shown, metrics["learning_rate"], self.steps, seconds,
+                epoch + 1, self.config.epochs, metric_text, metrics["learning_rate"], self.steps, seconds,
                 " (early stop)" if state.stopped_early else "",
             )
 
