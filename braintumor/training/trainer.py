@@ -77,44 +77,49 @@ def _warn_if_precision_changes(run_dir, config: TrainConfig) -> None:
 def training_datasets(config: TrainConfig, folders: dict[str, str | Path]) -> dict:
     """Return the Ray datasets of the "train" and "validation" Parquet folders in `folders`.
 
-    Each epoch reads the training slices in a new random order of blocks, and with
-    `config.tumour_copies` also that many extra copies of each tumour slice. Without copies or
-    `config.limit_train`, that order comes from shuffling the files as they are read. Otherwise
-    it comes from randomize_block_order, which reads the whole split before each epoch's first batch.
+    Each epoch reads the training files in a new random order, and with `config.tumour_copies`
+    adds that many copies of each tumour slice to the block it came in, at random places. With
+    `config.limit_train`, the same first slices are kept each epoch and their blocks come in the
+    order of randomize_block_order, which reads the whole limited split before each epoch's first
+    batch.
     """
     import ray.data
     from ray.data import FileShuffleConfig
-    from ray.data.expressions import col
 
-    shuffle_files = not config.tumour_copies and not config.limit_train
     datasets = {}
     for split, folder in folders.items():
         filesystem, path = locations.arrow_filesystem(folder)
-        # Without repeats, the files (a block or a few each) are read in a new random order every
-        # epoch. randomize_block_order does about the same, but it holds back the first batch until
+        # The files (a block or a few each) are read in a new random order every epoch.
+        # randomize_block_order would do about the same, but it holds back the first batch until
         # the whole split is read, each epoch.
-        shuffle = FileShuffleConfig(seed=None) if split == "train" and shuffle_files else None
+        shuffle = FileShuffleConfig(seed=None) if split == "train" and not config.limit_train else None
         datasets[split] = ray.data.read_parquet(path, filesystem=filesystem, shuffle=shuffle)
-    if shuffle_files:
-        return _limit_validation(datasets, config)
-
     if config.limit_train:
-        datasets["train"] = datasets["train"].limit(config.limit_train)
+        datasets["train"] = datasets["train"].limit(config.limit_train).randomize_block_order(seed=None)
     if config.tumour_copies:
         # Tumour slices are about a third of the training slices; repeating them gives the
         # segmenter more tumour pixels per epoch without changing the validation data.
-        # NOTE: a union delivered its inputs one after the other in a test with Ray 2.60, so the
-        # repeats would all come last without the block shuffle below.
-        tumour = datasets["train"].filter(expr=col("label") == 1)
-        datasets["train"] = datasets["train"].union(*[tumour] * config.tumour_copies)
-    datasets["train"] = datasets["train"].randomize_block_order(seed=None)
-    return _limit_validation(datasets, config)
-
-
-def _limit_validation(datasets: dict, config: TrainConfig) -> dict:
+        datasets["train"] = datasets["train"].map_batches(
+            _add_tumour_copies, fn_kwargs={"copies": config.tumour_copies}, batch_size=None, batch_format="pyarrow"
+        )
     if config.limit_validation:
         datasets["validation"] = datasets["validation"].limit(config.limit_validation)
     return datasets
+
+
+def _add_tumour_copies(block, copies: int):
+    """Return an Arrow block's rows and `copies` copies of its tumour rows (label 1), in a random order.
+
+    A block can hold several files, more rows than a worker's shuffle buffer, so the copies are
+    mixed in here rather than left at the block's end.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    tumour = block.filter(pc.equal(block["label"], 1))
+    rows = pa.concat_tables([block, *[tumour] * copies])
+    return rows.take(np.random.default_rng().permutation(rows.num_rows))
 
 
 def train(config: TrainConfig) -> TrainingResult:

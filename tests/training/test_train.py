@@ -421,6 +421,31 @@ def test_training_datasets_repeat_tumours(preprocessed, tmp_path):
     assert len(rows) == len(stored) + 2 * sum(row["label"] for row in stored)
 
 
+def test_training_datasets_spread_tumour_copies(preprocessed, tmp_path):
+    from braintumor.training.trainer import training_datasets
+
+    folders = _split_folders(preprocessed)
+    # The training split in four files, as a real split is, so that blocks come in several orders.
+    table = pq.read_table(folders["train"])
+    folders["train"] = tmp_path / "train"
+    folders["train"].mkdir()
+    quarter = -(-table.num_rows // 4)
+    for index in range(4):
+        pq.write_table(table.slice(index * quarter, quarter), folders["train"] / f"part-{index}.parquet")
+    config = _config(preprocessed, tmp_path, task="segment", tumour_copies=2, limit_train=None, limit_validation=None)
+
+    rows = training_datasets(config, folders)["train"].select_columns(["patient_id", "slice_number"]).take_all()
+
+    # Rows in the order an epoch delivers them: the first copy of a tumour slice comes before the
+    # last slice seen for the first time, so the copies are not all at the end of the epoch.
+    keys = [(row["patient_id"], row["slice_number"]) for row in rows]
+    first_seen = {}
+    for index, key in enumerate(keys):
+        first_seen.setdefault(key, index)
+    first_copy = next(index for index, key in enumerate(keys) if first_seen[key] != index)
+    assert first_copy < max(first_seen.values())
+
+
 def test_training_datasets_limits(preprocessed, tmp_path):
     from braintumor.training.trainer import training_datasets
 
