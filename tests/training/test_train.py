@@ -8,7 +8,7 @@ import braintumor  # noqa: F401  (selects tf-keras before TensorFlow is imported
 
 from braintumor.models.io import load_model
 from braintumor.training.config import TrainConfig
-from braintumor.training.loop import TrainingState, finished_reason
+from braintumor.training.loop import TrainingState, epoch_steps, finished_reason
 
 # Tiny runs: 2 workers, 32 training slices in batches of 4 per worker, a 32x32 network inside the
 # model. Nearly all their time is Ray Train and TensorFlow start-up in each worker process.
@@ -444,6 +444,48 @@ def test_training_datasets_spread_tumour_copies(preprocessed, tmp_path):
         first_seen.setdefault(key, index)
     first_copy = next(index for index, key in enumerate(keys) if first_seen[key] != index)
     assert first_copy < max(first_seen.values())
+
+
+def test_epoch_steps_full_batches():
+    config = TrainConfig(task="segment", batch_size=16, num_workers=2)
+
+    # 201 rows: 100 per worker, 3 batches of 32 and 4 rows dropped.
+    assert epoch_steps(201, config) == (3, True)
+    assert epoch_steps(64, config) == (1, True)
+
+
+def test_epoch_steps_partial_batch():
+    config = TrainConfig(task="segment", batch_size=16, num_workers=2)
+
+    assert epoch_steps(10, config) == (1, False)
+
+
+def test_epoch_steps_too_few_rows():
+    config = TrainConfig(task="segment", batch_size=16, num_workers=2)
+
+    with pytest.raises(ValueError, match="1 training slice"):
+        epoch_steps(1, config)
+
+
+def test_epoch_rows_tumour_copies(preprocessed, tmp_path):
+    from braintumor.training.trainer import epoch_rows
+
+    folder = _split_folders(preprocessed)["train"]
+    labels = pq.read_table(folder, columns=["label"])["label"].to_pylist()
+    config = _config(preprocessed, tmp_path, task="segment", tumour_copies=2, limit_train=None)
+
+    assert sum(labels) > 0
+    assert epoch_rows(config, folder) == len(labels) + 2 * sum(labels)
+
+
+def test_epoch_rows_limit(preprocessed, tmp_path):
+    from braintumor.training.trainer import epoch_rows
+
+    folder = _split_folders(preprocessed)["train"]
+    labels = pq.read_table(folder, columns=["label"])["label"].to_pylist()
+    config = _config(preprocessed, tmp_path, task="segment", tumour_copies=1, limit_train=10)
+
+    assert epoch_rows(config, folder) == 10 + sum(labels[:10])
 
 
 def test_training_datasets_limits(preprocessed, tmp_path):
