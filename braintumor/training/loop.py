@@ -98,12 +98,12 @@ def compile_model(model, config: TrainConfig, learning_rate: float) -> None:
         )
 
 
-def to_tf_dataset(shard, config: TrainConfig, training: bool, steps_per_epoch: int | None = None, drop_last: bool = True):
+def to_tf_dataset(shard, config: TrainConfig, training: bool, steps_per_epoch: int | None = None):
     """Turn a Ray Data shard into a tf.data.Dataset of (slices, targets) batches.
 
     Targets are (B, 256, 256, 1) float32 masks for segmentation and (B, 1) float32 labels for
-    classification. Training batches are shuffled through a local buffer, and with `drop_last`
-    the last partial batch is dropped, so every worker runs the same number of steps.
+    classification. Training batches are shuffled through a local buffer and the last partial batch
+    is dropped, so every worker runs the same number of steps.
 
     With `steps_per_epoch`, the training dataset is endless (see `_endless_batches`), and Keras
     must be given that step count.
@@ -120,12 +120,12 @@ def to_tf_dataset(shard, config: TrainConfig, training: bool, steps_per_epoch: i
         feature_columns="image",
         label_columns=target_column,
         batch_size=global_batch,
-        drop_last=training and drop_last,
+        drop_last=training,
         local_shuffle_buffer_size=config.shuffle_buffer if training else None,
         prefetch_batches=2,
     )
     if training and steps_per_epoch is not None:
-        dataset = _endless_batches(shard, dataset.element_spec, target_column, global_batch, drop_last, config.shuffle_buffer)
+        dataset = _endless_batches(shard, dataset.element_spec, target_column, global_batch, config.shuffle_buffer)
     if config.task == "segment":
         dataset = dataset.map(lambda x, y: (x, tf.cast(y, tf.float32)))
     else:
@@ -143,7 +143,7 @@ def to_tf_dataset(shard, config: TrainConfig, training: bool, steps_per_epoch: i
     return dataset
 
 
-def _endless_batches(shard, element_spec, target_column: str, batch_size: int, drop_last: bool, shuffle_buffer: int):
+def _endless_batches(shard, element_spec, target_column: str, batch_size: int, shuffle_buffer: int):
     """Return a tf.data.Dataset that reads the shard again each time a pass over it ends.
 
     Keras keeps one iterator of such a dataset for the whole run. Given a finite dataset, it makes
@@ -159,7 +159,7 @@ def _endless_batches(shard, element_spec, target_column: str, batch_size: int, d
             batches = 0
             for batch in shard.iter_batches(
                 batch_size=batch_size,
-                drop_last=drop_last,
+                drop_last=True,
                 local_shuffle_buffer_size=shuffle_buffer,
                 prefetch_batches=2,
                 batch_format="numpy",
@@ -176,12 +176,13 @@ def _endless_batches(shard, element_spec, target_column: str, batch_size: int, d
     return dataset.with_options(options)
 
 
-def epoch_steps(rows: int, config: TrainConfig) -> tuple[int, bool]:
-    """Return the training steps of one pass over `rows` slices, and whether the last partial batch is dropped.
+def epoch_steps(rows: int, config: TrainConfig) -> int | None:
+    """Return the training steps of one pass over `rows` slices, or None when a worker has less than one batch.
 
-    Ray Data gives each of the `config.num_workers` workers the same number of rows, and each worker
-    batches `batch_size * num_workers` of them per step. A worker with less than one such batch
-    takes all its rows in one partial batch.
+    Ray Data gives each of the `config.num_workers` workers the same number of rows. Each worker
+    batches `batch_size * num_workers` of them, drops the last partial batch, and
+    MultiWorkerMirroredStrategy splits every such batch into `num_workers` steps of `batch_size`.
+    With None, training makes a new finite dataset every epoch instead of one endless dataset.
 
     Raises:
         ValueError: fewer training slices than workers.
@@ -191,8 +192,8 @@ def epoch_steps(rows: int, config: TrainConfig) -> tuple[int, bool]:
         raise ValueError(f"{rows} training slice(s) cannot feed {config.num_workers} worker(s); use more slices or fewer workers")
     global_batch = config.batch_size * config.num_workers
     if per_worker < global_batch:
-        return 1, False
-    return per_worker // global_batch, True
+        return None
+    return per_worker // global_batch * config.num_workers
 
 
 def simulate_missing_sequences(slices, rate: float):
@@ -234,10 +235,8 @@ def train_loop_per_worker(config_values: dict) -> None:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
     # The driver counts the training rows, see `epoch_steps`.
-    steps_per_epoch, drop_last = config_values.get("steps_per_epoch"), config_values.get("drop_last", True)
-    train_data = to_tf_dataset(
-        ray.train.get_dataset_shard("train"), config, training=True, steps_per_epoch=steps_per_epoch, drop_last=drop_last
-    )
+    steps_per_epoch = config_values.get("steps_per_epoch")
+    train_data = to_tf_dataset(ray.train.get_dataset_shard("train"), config, training=True, steps_per_epoch=steps_per_epoch)
     validation_data = to_tf_dataset(ray.train.get_dataset_shard("validation"), config, training=False)
 
     checkpoint = ray.train.get_checkpoint()

@@ -179,7 +179,7 @@ def train(config: TrainConfig) -> TrainingResult:
     init_ray()
     datasets = training_datasets(config, folders)
     rows = epoch_rows(config, folders["train"])
-    steps_per_epoch, drop_last = epoch_steps(rows, config)
+    steps_per_epoch = epoch_steps(rows, config)
 
     cpus_per_worker = config.cpus_per_worker or _default_cpus_per_worker(config)
     if not config.intra_op_threads:
@@ -191,14 +191,16 @@ def train(config: TrainConfig) -> TrainingResult:
         "training %s (%s) in %s on %d worker(s) with %s each; run folder %s",
         config.task, config.architecture, config.precision, config.num_workers, resources, run_dir,
     )
-    logger.info("each epoch: %d training slices, %d steps of %d per worker", rows, steps_per_epoch, config.batch_size * config.num_workers)
+    logger.info(
+        "each epoch: %d training slices, %s steps of %d slices per worker", rows, steps_per_epoch or "all", config.batch_size
+    )
 
     monitor, mode = MONITORS[config.task]
     # With a custom filesystem Ray Train takes the storage path without its scheme (bucket/key).
     storage_filesystem, storage_path = locations.arrow_filesystem(run_dir)
     trainer = TensorflowTrainer(
         train_loop_per_worker,
-        train_loop_config={**config.to_dict(), "steps_per_epoch": steps_per_epoch, "drop_last": drop_last},
+        train_loop_config={**config.to_dict(), "steps_per_epoch": steps_per_epoch},
         scaling_config=ScalingConfig(
             num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker=resources
         ),

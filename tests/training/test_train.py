@@ -449,15 +449,19 @@ def test_training_datasets_spread_tumour_copies(preprocessed, tmp_path):
 def test_epoch_steps_full_batches():
     config = TrainConfig(task="segment", batch_size=16, num_workers=2)
 
-    # 201 rows: 100 per worker, 3 batches of 32 and 4 rows dropped.
-    assert epoch_steps(201, config) == (3, True)
-    assert epoch_steps(64, config) == (1, True)
+    # 201 rows: 100 per worker, 3 batches of 32 (4 rows dropped), each 2 steps of 16.
+    assert epoch_steps(201, config) == 6
+    assert epoch_steps(64, config) == 2
+    # Step counts that Ray Train runs with a new finite dataset every epoch logged: 2,206 slices
+    # without tumour copies, and a fold's 2,197 slices with its 757 tumour slices copied once.
+    assert epoch_steps(2206, config) == 68
+    assert epoch_steps(2197 + 757, config) == 92
 
 
 def test_epoch_steps_partial_batch():
     config = TrainConfig(task="segment", batch_size=16, num_workers=2)
 
-    assert epoch_steps(10, config) == (1, False)
+    assert epoch_steps(10, config) is None
 
 
 def test_epoch_steps_too_few_rows():
