@@ -147,7 +147,7 @@ def _endless_batches(shard, element_spec, target_column: str, batch_size: int, s
     """Return a tf.data.Dataset that reads the shard again each time a pass over it ends.
 
     Keras keeps one iterator of such a dataset for the whole run. Given a finite dataset, it makes
-    a new iterator every epoch, and deleting the old one held both workers 40 to 75 s between
+    a new iterator every epoch, and deleting the old one held both workers 40 to 95 s between
     epochs on a 2-core machine, before the next pass over the data had started.
 
     Raises:
