@@ -98,15 +98,12 @@ def compile_model(model, config: TrainConfig, learning_rate: float) -> None:
         )
 
 
-def to_tf_dataset(shard, config: TrainConfig, training: bool, steps_per_epoch: int | None = None):
+def to_tf_dataset(shard, config: TrainConfig, training: bool):
     """Turn a Ray Data shard into a tf.data.Dataset of (slices, targets) batches.
 
     Targets are (B, 256, 256, 1) float32 masks for segmentation and (B, 1) float32 labels for
     classification. Training batches are shuffled through a local buffer and the last partial batch
     is dropped, so every worker runs the same number of steps.
-
-    With `steps_per_epoch`, the training dataset is endless (see `_endless_batches`), and Keras
-    must be given that step count.
     """
     import ray.train
 
@@ -114,18 +111,15 @@ def to_tf_dataset(shard, config: TrainConfig, training: bool, steps_per_epoch: i
     # splits it across all replicas. Each replica gets batch_size slices per step only if the
     # worker's dataset yields batch_size * world_size; each worker still consumes all its rows.
     world_size = ray.train.get_context().get_world_size()
-    global_batch = config.batch_size * world_size
     target_column = "mask" if config.task == "segment" else "label"
     dataset = shard.to_tf(
         feature_columns="image",
         label_columns=target_column,
-        batch_size=global_batch,
+        batch_size=config.batch_size * world_size,
         drop_last=training,
         local_shuffle_buffer_size=config.shuffle_buffer if training else None,
         prefetch_batches=2,
     )
-    if training and steps_per_epoch is not None:
-        dataset = _endless_batches(shard, dataset.element_spec, target_column, global_batch, config.shuffle_buffer)
     if config.task == "segment":
         dataset = dataset.map(lambda x, y: (x, tf.cast(y, tf.float32)))
     else:
@@ -141,59 +135,6 @@ def to_tf_dataset(shard, config: TrainConfig, training: bool, steps_per_epoch: i
         else:
             dataset = dataset.map(lambda x, y: (augment(x), y))
     return dataset
-
-
-def _endless_batches(shard, element_spec, target_column: str, batch_size: int, shuffle_buffer: int):
-    """Return a tf.data.Dataset that reads the shard again each time a pass over it ends.
-
-    Keras keeps one iterator of such a dataset for the whole run. Given a finite dataset, it makes
-    a new iterator every epoch, and deleting the old one held both workers 40 to 95 s between
-    epochs on a 2-core machine, before the next pass over the data had started.
-
-    Raises:
-        RuntimeError: from the iterator, when a whole pass gives no batch (it would loop forever).
-    """
-
-    def passes():
-        while True:
-            batches = 0
-            for batch in shard.iter_batches(
-                batch_size=batch_size,
-                drop_last=True,
-                local_shuffle_buffer_size=shuffle_buffer,
-                prefetch_batches=2,
-                batch_format="numpy",
-            ):
-                batches += 1
-                yield batch["image"], batch[target_column]
-            if batches == 0:
-                raise RuntimeError(f"a pass over this worker's training shard gave no batch of {batch_size} slices")
-
-    dataset = tf.data.Dataset.from_generator(passes, output_signature=element_spec)
-    options = tf.data.Options()
-    # Each worker reads its own shard, so tf.data must not shard it again.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return dataset.with_options(options)
-
-
-def epoch_steps(rows: int, config: TrainConfig) -> int | None:
-    """Return the training steps of one pass over `rows` slices, or None when a worker has less than one batch.
-
-    Ray Data gives each of the `config.num_workers` workers the same number of rows. Each worker
-    batches `batch_size * num_workers` of them, drops the last partial batch, and
-    MultiWorkerMirroredStrategy splits every such batch into `num_workers` steps of `batch_size`.
-    With None, training makes a new finite dataset every epoch instead of one endless dataset.
-
-    Raises:
-        ValueError: fewer training slices than workers.
-    """
-    per_worker = rows // config.num_workers
-    if per_worker == 0:
-        raise ValueError(f"{rows} training slice(s) cannot feed {config.num_workers} worker(s); use more slices or fewer workers")
-    global_batch = config.batch_size * config.num_workers
-    if per_worker < global_batch:
-        return None
-    return per_worker // global_batch * config.num_workers
 
 
 def simulate_missing_sequences(slices, rate: float):
@@ -234,9 +175,7 @@ def train_loop_per_worker(config_values: dict) -> None:
     tf.keras.mixed_precision.set_global_policy(config.precision)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
-    # The driver counts the training rows, see `epoch_steps`.
-    steps_per_epoch = config_values.get("steps_per_epoch")
-    train_data = to_tf_dataset(ray.train.get_dataset_shard("train"), config, training=True, steps_per_epoch=steps_per_epoch)
+    train_data = to_tf_dataset(ray.train.get_dataset_shard("train"), config, training=True)
     validation_data = to_tf_dataset(ray.train.get_dataset_shard("validation"), config, training=False)
 
     checkpoint = ray.train.get_checkpoint()
@@ -293,7 +232,6 @@ def train_loop_per_worker(config_values: dict) -> None:
         validation_data=validation_data,
         epochs=config.epochs,
         initial_epoch=state.epochs_done,
-        steps_per_epoch=steps_per_epoch,
         callbacks=callbacks,
         verbose=0,
     )

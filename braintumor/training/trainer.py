@@ -28,7 +28,6 @@ from braintumor.training.loop import (
     CHECKPOINT_STATE,
     MONITORS,
     TrainingState,
-    epoch_steps,
     finished_reason,
     float32_copy,
     train_loop_per_worker,
@@ -78,68 +77,44 @@ def _warn_if_precision_changes(run_dir, config: TrainConfig) -> None:
 def training_datasets(config: TrainConfig, folders: dict[str, str | Path]) -> dict:
     """Return the Ray datasets of the "train" and "validation" Parquet folders in `folders`.
 
-    Each epoch reads the training files in a new random order, and with `config.tumour_copies`
-    adds that many copies of each tumour slice to the block it came in, at random places. With
-    `config.limit_train`, the same first slices are kept each epoch and their blocks come in the
-    order of randomize_block_order, which reads the whole limited split before each epoch's first
-    batch.
+    Each epoch reads the training slices in a new random order of blocks, and with
+    `config.tumour_copies` also that many extra copies of each tumour slice. Without copies or
+    `config.limit_train`, that order comes from shuffling the files as they are read. Otherwise
+    it comes from randomize_block_order, which reads the whole split before each epoch's first batch.
     """
     import ray.data
     from ray.data import FileShuffleConfig
+    from ray.data.expressions import col
 
+    shuffle_files = not config.tumour_copies and not config.limit_train
     datasets = {}
     for split, folder in folders.items():
         filesystem, path = locations.arrow_filesystem(folder)
-        # The files (a block or a few each) are read in a new random order every epoch.
-        # randomize_block_order would do about the same, but it holds back the first batch until
+        # Without repeats, the files (a block or a few each) are read in a new random order every
+        # epoch. randomize_block_order does about the same, but it holds back the first batch until
         # the whole split is read, each epoch.
-        shuffle = FileShuffleConfig(seed=None) if split == "train" and not config.limit_train else None
+        shuffle = FileShuffleConfig(seed=None) if split == "train" and shuffle_files else None
         datasets[split] = ray.data.read_parquet(path, filesystem=filesystem, shuffle=shuffle)
+    if shuffle_files:
+        return _limit_validation(datasets, config)
+
     if config.limit_train:
-        datasets["train"] = datasets["train"].limit(config.limit_train).randomize_block_order(seed=None)
+        datasets["train"] = datasets["train"].limit(config.limit_train)
     if config.tumour_copies:
         # Tumour slices are about a third of the training slices; repeating them gives the
         # segmenter more tumour pixels per epoch without changing the validation data.
-        datasets["train"] = datasets["train"].map_batches(
-            _add_tumour_copies, fn_kwargs={"copies": config.tumour_copies}, batch_size=None, batch_format="pyarrow"
-        )
+        # NOTE: a union delivered its inputs one after the other in a test with Ray 2.60, so the
+        # repeats would all come last without the block shuffle below.
+        tumour = datasets["train"].filter(expr=col("label") == 1)
+        datasets["train"] = datasets["train"].union(*[tumour] * config.tumour_copies)
+    datasets["train"] = datasets["train"].randomize_block_order(seed=None)
+    return _limit_validation(datasets, config)
+
+
+def _limit_validation(datasets: dict, config: TrainConfig) -> dict:
     if config.limit_validation:
         datasets["validation"] = datasets["validation"].limit(config.limit_validation)
     return datasets
-
-
-def _add_tumour_copies(block, copies: int):
-    """Return an Arrow block's rows and `copies` copies of its tumour rows (label 1), in a random order.
-
-    A block can hold several files, more rows than a worker's shuffle buffer, so the copies are
-    mixed in here rather than left at the block's end.
-    """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    tumour = block.filter(pc.equal(block["label"], 1))
-    rows = pa.concat_tables([block, *[tumour] * copies])
-    return rows.take(np.random.default_rng().permutation(rows.num_rows))
-
-
-def epoch_rows(config: TrainConfig, folder: str | Path) -> int:
-    """Return how many slices one epoch trains on, tumour copies included.
-
-    That is the split, or its first `config.limit_train` slices, plus `config.tumour_copies`
-    copies of each tumour slice among them.
-    NOTE: with --limit-train, the slices counted are the first in file name order, and Ray Data's
-    limit is assumed to take the same ones.
-    """
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    filesystem, path = locations.arrow_filesystem(folder)
-    labels = pq.read_table(path, columns=["label"], filesystem=filesystem)["label"]
-    if config.limit_train:
-        labels = labels.slice(0, config.limit_train)
-    tumour = pc.sum(pc.equal(labels, 1)).as_py() or 0
-    return len(labels) + config.tumour_copies * tumour
 
 
 def train(config: TrainConfig) -> TrainingResult:
@@ -178,8 +153,6 @@ def train(config: TrainConfig) -> TrainingResult:
 
     init_ray()
     datasets = training_datasets(config, folders)
-    rows = epoch_rows(config, folders["train"])
-    steps_per_epoch = epoch_steps(rows, config)
 
     cpus_per_worker = config.cpus_per_worker or _default_cpus_per_worker(config)
     if not config.intra_op_threads:
@@ -191,16 +164,13 @@ def train(config: TrainConfig) -> TrainingResult:
         "training %s (%s) in %s on %d worker(s) with %s each; run folder %s",
         config.task, config.architecture, config.precision, config.num_workers, resources, run_dir,
     )
-    logger.info(
-        "each epoch: %d training slices, %s steps of %d slices per worker", rows, steps_per_epoch or "all", config.batch_size
-    )
 
     monitor, mode = MONITORS[config.task]
     # With a custom filesystem Ray Train takes the storage path without its scheme (bucket/key).
     storage_filesystem, storage_path = locations.arrow_filesystem(run_dir)
     trainer = TensorflowTrainer(
         train_loop_per_worker,
-        train_loop_config={**config.to_dict(), "steps_per_epoch": steps_per_epoch},
+        train_loop_config=config.to_dict(),
         scaling_config=ScalingConfig(
             num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker=resources
         ),

@@ -8,7 +8,7 @@ import braintumor  # noqa: F401  (selects tf-keras before TensorFlow is imported
 
 from braintumor.models.io import load_model
 from braintumor.training.config import TrainConfig
-from braintumor.training.loop import TrainingState, epoch_steps, finished_reason
+from braintumor.training.loop import TrainingState, finished_reason
 
 # Tiny runs: 2 workers, 32 training slices in batches of 4 per worker, a 32x32 network inside the
 # model. Nearly all their time is Ray Train and TensorFlow start-up in each worker process.
@@ -419,77 +419,6 @@ def test_training_datasets_repeat_tumours(preprocessed, tmp_path):
     counts = {(row["patient_id"], row["slice_number"]): rows.count((row["patient_id"], row["slice_number"])) for row in stored}
     assert all(counts[(row["patient_id"], row["slice_number"])] == (3 if row["label"] else 1) for row in stored)
     assert len(rows) == len(stored) + 2 * sum(row["label"] for row in stored)
-
-
-def test_training_datasets_spread_tumour_copies(preprocessed, tmp_path):
-    from braintumor.training.trainer import training_datasets
-
-    folders = _split_folders(preprocessed)
-    # The training split in four files, as a real split is, so that blocks come in several orders.
-    table = pq.read_table(folders["train"])
-    folders["train"] = tmp_path / "train"
-    folders["train"].mkdir()
-    quarter = -(-table.num_rows // 4)
-    for index in range(4):
-        pq.write_table(table.slice(index * quarter, quarter), folders["train"] / f"part-{index}.parquet")
-    config = _config(preprocessed, tmp_path, task="segment", tumour_copies=2, limit_train=None, limit_validation=None)
-
-    rows = training_datasets(config, folders)["train"].select_columns(["patient_id", "slice_number"]).take_all()
-
-    # Rows in the order an epoch delivers them: the first copy of a tumour slice comes before the
-    # last slice seen for the first time, so the copies are not all at the end of the epoch.
-    keys = [(row["patient_id"], row["slice_number"]) for row in rows]
-    first_seen = {}
-    for index, key in enumerate(keys):
-        first_seen.setdefault(key, index)
-    first_copy = next(index for index, key in enumerate(keys) if first_seen[key] != index)
-    assert first_copy < max(first_seen.values())
-
-
-def test_epoch_steps_full_batches():
-    config = TrainConfig(task="segment", batch_size=16, num_workers=2)
-
-    # 201 rows: 100 per worker, 3 batches of 32 (4 rows dropped), each 2 steps of 16.
-    assert epoch_steps(201, config) == 6
-    assert epoch_steps(64, config) == 2
-    # Step counts that Ray Train runs with a new finite dataset every epoch logged: 2,206 slices
-    # without tumour copies, and a fold's 2,197 slices with its 757 tumour slices copied once.
-    assert epoch_steps(2206, config) == 68
-    assert epoch_steps(2197 + 757, config) == 92
-
-
-def test_epoch_steps_partial_batch():
-    config = TrainConfig(task="segment", batch_size=16, num_workers=2)
-
-    assert epoch_steps(10, config) is None
-
-
-def test_epoch_steps_too_few_rows():
-    config = TrainConfig(task="segment", batch_size=16, num_workers=2)
-
-    with pytest.raises(ValueError, match="1 training slice"):
-        epoch_steps(1, config)
-
-
-def test_epoch_rows_tumour_copies(preprocessed, tmp_path):
-    from braintumor.training.trainer import epoch_rows
-
-    folder = _split_folders(preprocessed)["train"]
-    labels = pq.read_table(folder, columns=["label"])["label"].to_pylist()
-    config = _config(preprocessed, tmp_path, task="segment", tumour_copies=2, limit_train=None)
-
-    assert sum(labels) > 0
-    assert epoch_rows(config, folder) == len(labels) + 2 * sum(labels)
-
-
-def test_epoch_rows_limit(preprocessed, tmp_path):
-    from braintumor.training.trainer import epoch_rows
-
-    folder = _split_folders(preprocessed)["train"]
-    labels = pq.read_table(folder, columns=["label"])["label"].to_pylist()
-    config = _config(preprocessed, tmp_path, task="segment", tumour_copies=1, limit_train=10)
-
-    assert epoch_rows(config, folder) == 10 + sum(labels[:10])
 
 
 def test_training_datasets_limits(preprocessed, tmp_path):
