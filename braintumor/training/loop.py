@@ -227,6 +227,8 @@ def train_loop_per_worker(config_values: dict) -> None:
         _RestoreWaits(early_stopping, reduce_lr, state),
         _ReportEpoch(config, state, early_stopping, reduce_lr, rank),
     ]
+    # NOTE: Keras makes a new iterator of this finite dataset every epoch. Deleting the old one held
+    # both workers 40 to 95 s between epochs on 2 cores (docs/BENCHMARKS.md, training).
     model.fit(
         train_data,
         validation_data=validation_data,
