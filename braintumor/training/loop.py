@@ -9,6 +9,7 @@ that metric and always the latest, so a run can continue where it stopped.
 
 import json
 import logging
+import queue
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -29,6 +30,8 @@ CHECKPOINT_CONFIG = "config.json"
 # a mean over batches, and validation batches of empty slices make it noisy.
 MONITORS = {"segment": ("val_dice", "max"), "classify": ("val_loss", "min")}
 PROGRESS_INTERVAL_S = 60.0
+# How long the training dataset waits at the end of a pass for the epoch's stop decision.
+PASS_DECISION_TIMEOUT_S = 1800.0
 
 
 @dataclass
@@ -98,12 +101,15 @@ def compile_model(model, config: TrainConfig, learning_rate: float) -> None:
         )
 
 
-def to_tf_dataset(shard, config: TrainConfig, training: bool):
+def to_tf_dataset(shard, config: TrainConfig, training: bool, steps_per_epoch: int | None = None, gate: "PassGate | None" = None):
     """Turn a Ray Data shard into a tf.data.Dataset of (slices, targets) batches.
 
     Targets are (B, 256, 256, 1) float32 masks for segmentation and (B, 1) float32 labels for
     classification. Training batches are shuffled through a local buffer and the last partial batch
     is dropped, so every worker runs the same number of steps.
+
+    With `steps_per_epoch`, the training dataset is endless (see `_endless_batches`), and Keras
+    must be given that step count.
     """
     import ray.train
 
@@ -111,15 +117,18 @@ def to_tf_dataset(shard, config: TrainConfig, training: bool):
     # splits it across all replicas. Each replica gets batch_size slices per step only if the
     # worker's dataset yields batch_size * world_size; each worker still consumes all its rows.
     world_size = ray.train.get_context().get_world_size()
+    global_batch = config.batch_size * world_size
     target_column = "mask" if config.task == "segment" else "label"
     dataset = shard.to_tf(
         feature_columns="image",
         label_columns=target_column,
-        batch_size=config.batch_size * world_size,
+        batch_size=global_batch,
         drop_last=training,
         local_shuffle_buffer_size=config.shuffle_buffer if training else None,
         prefetch_batches=2,
     )
+    if training and steps_per_epoch is not None:
+        dataset = _endless_batches(shard, dataset.element_spec, target_column, global_batch, config.shuffle_buffer, gate)
     if config.task == "segment":
         dataset = dataset.map(lambda x, y: (x, tf.cast(y, tf.float32)))
     else:
@@ -135,6 +144,95 @@ def to_tf_dataset(shard, config: TrainConfig, training: bool):
         else:
             dataset = dataset.map(lambda x, y: (augment(x), y))
     return dataset
+
+
+class PassGate:
+    """Stop decisions, one per epoch, that the endless training dataset waits for between passes.
+
+    A pass over the shard is one epoch. tf.data reads ahead, so without the gate a worker could
+    start a pass that Keras never uses and wait there for the other worker, which has stopped.
+    """
+
+    def __init__(self):
+        self._decisions = queue.Queue()
+
+    def epoch_ended(self, another: bool) -> None:
+        """Record whether another epoch follows the one that just ended."""
+        self._decisions.put(another)
+
+    def close(self) -> None:
+        """Let a waiting pass end the dataset, when training stops or fails."""
+        self._decisions.put(False)
+
+    def another_pass(self) -> bool:
+        """Return whether another pass follows, waiting for the epoch that ends with this pass.
+
+        Raises:
+            RuntimeError: no decision within `PASS_DECISION_TIMEOUT_S`.
+        """
+        try:
+            return self._decisions.get(timeout=PASS_DECISION_TIMEOUT_S)
+        except queue.Empty:
+            raise RuntimeError(
+                f"no epoch ended within {PASS_DECISION_TIMEOUT_S:.0f} s of the end of a pass over the training "
+                f"shard; the steps per epoch probably do not match the shard's batches"
+            ) from None
+
+
+def _endless_batches(shard, element_spec, target_column: str, batch_size: int, shuffle_buffer: int, gate: PassGate):
+    """Return a tf.data.Dataset that reads the shard again each time a pass over it ends.
+
+    Keras keeps one iterator of such a dataset for the whole run. Given a finite dataset, it makes
+    a new iterator every epoch, and deleting the old one held both workers 40 to 95 s between
+    epochs on a 2-core machine, before the next pass over the data had started. After each pass
+    the generator asks `gate` whether another epoch follows, and ends the dataset if not.
+
+    Raises:
+        RuntimeError: from the iterator, when a whole pass gives no batch (it would loop forever).
+    """
+
+    def passes():
+        while True:
+            batches = 0
+            for batch in shard.iter_batches(
+                batch_size=batch_size,
+                drop_last=True,
+                local_shuffle_buffer_size=shuffle_buffer,
+                prefetch_batches=2,
+                batch_format="numpy",
+            ):
+                batches += 1
+                yield batch["image"], batch[target_column]
+            if batches == 0:
+                raise RuntimeError(f"a pass over this worker's training shard gave no batch of {batch_size} slices")
+            if not gate.another_pass():
+                return
+
+    dataset = tf.data.Dataset.from_generator(passes, output_signature=element_spec)
+    options = tf.data.Options()
+    # Each worker reads its own shard, so tf.data must not shard it again.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options)
+
+
+def epoch_steps(rows: int, config: TrainConfig) -> int | None:
+    """Return the training steps of one pass over `rows` slices, or None when a worker has less than one batch.
+
+    Ray Data gives each of the `config.num_workers` workers the same number of rows. Each worker
+    batches `batch_size * num_workers` of them, drops the last partial batch, and
+    MultiWorkerMirroredStrategy splits every such batch into `num_workers` steps of `batch_size`.
+    With None, training makes a new finite dataset every epoch instead of one endless dataset.
+
+    Raises:
+        ValueError: fewer training slices than workers.
+    """
+    per_worker = rows // config.num_workers
+    if per_worker == 0:
+        raise ValueError(f"{rows} training slice(s) cannot feed {config.num_workers} worker(s); use more slices or fewer workers")
+    global_batch = config.batch_size * config.num_workers
+    if per_worker < global_batch:
+        return None
+    return per_worker // global_batch * config.num_workers
 
 
 def simulate_missing_sequences(slices, rate: float):
@@ -175,7 +273,12 @@ def train_loop_per_worker(config_values: dict) -> None:
     tf.keras.mixed_precision.set_global_policy(config.precision)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
-    train_data = to_tf_dataset(ray.train.get_dataset_shard("train"), config, training=True)
+    # The driver counts the training rows, see `epoch_steps`.
+    steps_per_epoch = config_values.get("steps_per_epoch")
+    gate = PassGate()
+    train_data = to_tf_dataset(
+        ray.train.get_dataset_shard("train"), config, training=True, steps_per_epoch=steps_per_epoch, gate=gate
+    )
     validation_data = to_tf_dataset(ray.train.get_dataset_shard("validation"), config, training=False)
 
     checkpoint = ray.train.get_checkpoint()
@@ -225,18 +328,21 @@ def train_loop_per_worker(config_values: dict) -> None:
         early_stopping,
         reduce_lr,
         _RestoreWaits(early_stopping, reduce_lr, state),
-        _ReportEpoch(config, state, early_stopping, reduce_lr, rank),
+        _ReportEpoch(config, state, early_stopping, reduce_lr, rank, gate),
     ]
-    # NOTE: Keras makes a new iterator of this finite dataset every epoch. Deleting the old one held
-    # both workers 40 to 95 s between epochs on 2 cores (docs/BENCHMARKS.md, training).
-    model.fit(
-        train_data,
-        validation_data=validation_data,
-        epochs=config.epochs,
-        initial_epoch=state.epochs_done,
-        callbacks=callbacks,
-        verbose=0,
-    )
+    try:
+        model.fit(
+            train_data,
+            validation_data=validation_data,
+            epochs=config.epochs,
+            initial_epoch=state.epochs_done,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks,
+            verbose=0,
+        )
+    finally:
+        # A pass waiting for a decision must end before Keras deletes its iterator.
+        gate.close()
 
 
 def finished_reason(state: TrainingState, config: TrainConfig) -> str | None:
@@ -285,9 +391,9 @@ class _RestoreWaits(tf.keras.callbacks.Callback):
 class _ReportEpoch(tf.keras.callbacks.Callback):
     """Log one line per epoch on rank 0 and report metrics, with a checkpoint from rank 0, to Ray Train."""
 
-    def __init__(self, config: TrainConfig, state: TrainingState, early_stopping, reduce_lr, rank: int):
+    def __init__(self, config: TrainConfig, state: TrainingState, early_stopping, reduce_lr, rank: int, gate: PassGate):
         super().__init__()
-        self.config, self.state, self.rank = config, state, rank
+        self.config, self.state, self.rank, self.gate = config, state, rank, gate
         self.early_stopping, self.reduce_lr = early_stopping, reduce_lr
         self.epoch_started = self.last_progress = time.perf_counter()
         self.steps = 0
@@ -317,6 +423,9 @@ class _ReportEpoch(tf.keras.callbacks.Callback):
                 self.state.epochs_done + 1, self.steps, float(logs.get("loss", float("nan"))), now - self.epoch_started,
             )
 
+    def on_train_end(self, logs=None):
+        self.gate.close()
+
     def on_epoch_end(self, epoch, logs=None):
         import ray.train
 
@@ -343,6 +452,8 @@ class _ReportEpoch(tf.keras.callbacks.Callback):
         state.early_stopping_wait = int(self.early_stopping.wait)
         state.lr_plateau_wait = int(self.reduce_lr.wait)
         state.stopped_early = bool(self.model.stop_training)
+        # Before the checkpoint, so the next pass over the data starts while it is written.
+        self.gate.epoch_ended(not state.stopped_early and epoch + 1 < self.config.epochs)
 
         if self.rank == 0:
             metric_text = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items() if key not in ("epoch", "seconds", "seconds_between_epochs", "learning_rate"))

@@ -28,6 +28,7 @@ from braintumor.training.loop import (
     CHECKPOINT_STATE,
     MONITORS,
     TrainingState,
+    epoch_steps,
     finished_reason,
     float32_copy,
     train_loop_per_worker,
@@ -117,6 +118,25 @@ def _limit_validation(datasets: dict, config: TrainConfig) -> dict:
     return datasets
 
 
+def epoch_rows(config: TrainConfig, folder: str | Path) -> int:
+    """Return how many slices one epoch trains on, tumour copies included.
+
+    That is the split, or its first `config.limit_train` slices, plus `config.tumour_copies`
+    copies of each tumour slice among them.
+    NOTE: with --limit-train, the slices counted are the first in file name order, and Ray Data's
+    limit is assumed to take the same ones.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    filesystem, path = locations.arrow_filesystem(folder)
+    labels = pq.read_table(path, columns=["label"], filesystem=filesystem)["label"]
+    if config.limit_train:
+        labels = labels.slice(0, config.limit_train)
+    tumour = pc.sum(pc.equal(labels, 1)).as_py() or 0
+    return len(labels) + config.tumour_copies * tumour
+
+
 def train(config: TrainConfig) -> TrainingResult:
     """Train the model `config` describes with Ray Train's TensorflowTrainer and save its best epoch.
 
@@ -153,6 +173,8 @@ def train(config: TrainConfig) -> TrainingResult:
 
     init_ray()
     datasets = training_datasets(config, folders)
+    rows = epoch_rows(config, folders["train"])
+    steps_per_epoch = epoch_steps(rows, config)
 
     cpus_per_worker = config.cpus_per_worker or _default_cpus_per_worker(config)
     if not config.intra_op_threads:
@@ -164,13 +186,16 @@ def train(config: TrainConfig) -> TrainingResult:
         "training %s (%s) in %s on %d worker(s) with %s each; run folder %s",
         config.task, config.architecture, config.precision, config.num_workers, resources, run_dir,
     )
+    logger.info(
+        "each epoch: %d training slices, %s steps of %d slices per worker", rows, steps_per_epoch or "all", config.batch_size
+    )
 
     monitor, mode = MONITORS[config.task]
     # With a custom filesystem Ray Train takes the storage path without its scheme (bucket/key).
     storage_filesystem, storage_path = locations.arrow_filesystem(run_dir)
     trainer = TensorflowTrainer(
         train_loop_per_worker,
-        train_loop_config=config.to_dict(),
+        train_loop_config={**config.to_dict(), "steps_per_epoch": steps_per_epoch},
         scaling_config=ScalingConfig(
             num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker=resources
         ),

@@ -8,7 +8,7 @@ import braintumor  # noqa: F401  (selects tf-keras before TensorFlow is imported
 
 from braintumor.models.io import load_model
 from braintumor.training.config import TrainConfig
-from braintumor.training.loop import TrainingState, finished_reason
+from braintumor.training.loop import PassGate, TrainingState, epoch_steps, finished_reason
 
 # Tiny runs: 2 workers, 32 training slices in batches of 4 per worker, a 32x32 network inside the
 # model. Nearly all their time is Ray Train and TensorFlow start-up in each worker process.
@@ -419,6 +419,70 @@ def test_training_datasets_repeat_tumours(preprocessed, tmp_path):
     counts = {(row["patient_id"], row["slice_number"]): rows.count((row["patient_id"], row["slice_number"])) for row in stored}
     assert all(counts[(row["patient_id"], row["slice_number"])] == (3 if row["label"] else 1) for row in stored)
     assert len(rows) == len(stored) + 2 * sum(row["label"] for row in stored)
+
+
+def test_epoch_steps_full_batches():
+    config = TrainConfig(task="segment", batch_size=16, num_workers=2)
+
+    # 201 rows: 100 per worker, 3 batches of 32 (4 rows dropped), each 2 steps of 16.
+    assert epoch_steps(201, config) == 6
+    assert epoch_steps(64, config) == 2
+    # Step counts that Ray Train runs with a new finite dataset every epoch logged: 2,206 slices
+    # without tumour copies, and a fold's 2,197 slices with its 757 tumour slices copied once.
+    assert epoch_steps(2206, config) == 68
+    assert epoch_steps(2197 + 757, config) == 92
+
+
+def test_epoch_steps_partial_batch():
+    config = TrainConfig(task="segment", batch_size=16, num_workers=2)
+
+    assert epoch_steps(10, config) is None
+
+
+def test_epoch_steps_too_few_rows():
+    config = TrainConfig(task="segment", batch_size=16, num_workers=2)
+
+    with pytest.raises(ValueError, match="1 training slice"):
+        epoch_steps(1, config)
+
+
+def test_epoch_rows_tumour_copies(preprocessed, tmp_path):
+    from braintumor.training.trainer import epoch_rows
+
+    folder = _split_folders(preprocessed)["train"]
+    labels = pq.read_table(folder, columns=["label"])["label"].to_pylist()
+    config = _config(preprocessed, tmp_path, task="segment", tumour_copies=2, limit_train=None)
+
+    assert sum(labels) > 0
+    assert epoch_rows(config, folder) == len(labels) + 2 * sum(labels)
+
+
+def test_epoch_rows_limit(preprocessed, tmp_path):
+    from braintumor.training.trainer import epoch_rows
+
+    folder = _split_folders(preprocessed)["train"]
+    labels = pq.read_table(folder, columns=["label"])["label"].to_pylist()
+    config = _config(preprocessed, tmp_path, task="segment", tumour_copies=1, limit_train=10)
+
+    assert epoch_rows(config, folder) == 10 + sum(labels[:10])
+
+
+def test_pass_gate_decisions_in_order():
+    gate = PassGate()
+
+    gate.epoch_ended(True)
+    gate.epoch_ended(False)
+
+    assert gate.another_pass() is True
+    assert gate.another_pass() is False
+
+
+def test_pass_gate_close_ends_waiting_pass():
+    gate = PassGate()
+
+    gate.close()
+
+    assert gate.another_pass() is False
 
 
 def test_training_datasets_limits(preprocessed, tmp_path):
