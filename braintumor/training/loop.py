@@ -128,6 +128,7 @@ def to_tf_dataset(shard, config: TrainConfig, training: bool, steps_per_epoch: i
         prefetch_batches=2,
     )
     if training and steps_per_epoch is not None:
+        # Only the element spec of the finite dataset above is kept.
         dataset = _endless_batches(shard, dataset.element_spec, target_column, global_batch, config.shuffle_buffer, gate)
     if config.task == "segment":
         dataset = dataset.map(lambda x, y: (x, tf.cast(y, tf.float32)))
@@ -156,9 +157,9 @@ class PassGate:
     def __init__(self):
         self._decisions = queue.Queue()
 
-    def epoch_ended(self, another: bool) -> None:
+    def epoch_ended(self, training_continues: bool) -> None:
         """Record whether another epoch follows the one that just ended."""
-        self._decisions.put(another)
+        self._decisions.put(training_continues)
 
     def close(self) -> None:
         """Let a waiting pass end the dataset, when training stops or fails."""
@@ -185,7 +186,8 @@ def _endless_batches(shard, element_spec, target_column: str, batch_size: int, s
     Keras keeps one iterator of such a dataset for the whole run. Given a finite dataset, it makes
     a new iterator every epoch, and deleting the old one held both workers 40 to 95 s between
     epochs on a 2-core machine, before the next pass over the data had started. After each pass
-    the generator asks `gate` whether another epoch follows, and ends the dataset if not.
+    the generator waits for the epoch's decision from `gate` and ends the dataset when no epoch
+    follows.
 
     Raises:
         RuntimeError: from the iterator, when a whole pass gives no batch (it would loop forever).
@@ -424,6 +426,7 @@ class _ReportEpoch(tf.keras.callbacks.Callback):
             )
 
     def on_train_end(self, logs=None):
+        # The last epoch has already recorded its decision. This covers a fit that ends otherwise.
         self.gate.close()
 
     def on_epoch_end(self, epoch, logs=None):

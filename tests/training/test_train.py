@@ -427,8 +427,8 @@ def test_epoch_steps_full_batches():
     # 201 rows: 100 per worker, 3 batches of 32 (4 rows dropped), each 2 steps of 16.
     assert epoch_steps(201, config) == 6
     assert epoch_steps(64, config) == 2
-    # Step counts that Ray Train runs with a new finite dataset every epoch logged: 2,206 slices
-    # without tumour copies, and a fold's 2,197 slices with its 757 tumour slices copied once.
+    # Counts that runs with a new finite dataset every epoch logged: 2,206 slices without tumour
+    # copies, and a fold of 2,197 slices whose 757 tumour slices were copied once.
     assert epoch_steps(2206, config) == 68
     assert epoch_steps(2197 + 757, config) == 92
 
